@@ -1,0 +1,149 @@
+"""Filtering and epoching: notch + band-pass with MNE on continuous data, then epochs
+per split written as memory-mappable float32 .npy with an aligned events table.
+
+Flagged channels (outliers.json) are excluded before filtering; their place in the
+epoch array is zero and marked in a boolean mask, so later stages can ignore them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import mne
+import numpy as np
+import pandas as pd
+
+from oddpipe.errors import OddpipeError
+from oddpipe.params import Filter
+
+SPLITS = ("train", "val", "test")
+EPOCH_COLUMNS = ["event_id", "recording", "subject", "y"]
+
+
+@dataclass
+class RecordingEpochs:
+    recording: str
+    part: Path | None  # .npy of (epochs, channels, times) float32, None when no epoch
+    table: pd.DataFrame  # EPOCH_COLUMNS + split, one row per epoch, in the array's order
+    n_dropped_at_edges: int
+
+
+def notch_freqs(line_freq: float, sfreq: float) -> np.ndarray:
+    """Line frequency and its harmonics strictly below Nyquist."""
+    return np.arange(line_freq, sfreq / 2, line_freq)
+
+
+def check_rates(params: Filter, sfreq: float) -> None:
+    """h_freq must sit below the Nyquist of the rate after decimation."""
+    nyquist = sfreq / params.decim / 2
+    if params.h_freq is not None and params.h_freq >= nyquist:
+        raise OddpipeError(
+            f"filter.h_freq ({params.h_freq} Hz) is at or above the Nyquist frequency after "
+            f"decimation ({nyquist} Hz at {sfreq} Hz / decim {params.decim}); "
+            "lower h_freq or filter.decim"
+        )
+
+
+def filter_raw(raw: mne.io.BaseRaw, params: Filter, line_freq: float) -> mne.io.BaseRaw:
+    picks = [c for c in raw.ch_names if c not in raw.info["bads"]]
+    if params.notch and len(notch_freqs(line_freq, raw.info["sfreq"])):
+        raw.notch_filter(notch_freqs(line_freq, raw.info["sfreq"]), picks=picks, verbose="error")
+    if params.l_freq or params.h_freq:
+        raw.filter(params.l_freq, params.h_freq, picks=picks, verbose="error")
+    return raw
+
+
+def epoch_recording(fif: Path, recording: str, events: pd.DataFrame, line_freq: float,
+                    drop_channels: list[str], params: Filter, parts_dir: Path) -> RecordingEpochs:
+    """Filter one continuous recording and cut its labelled events into epochs."""
+    raw = mne.io.read_raw_fif(fif, preload=True, verbose="error")
+    check_rates(params, raw.info["sfreq"])
+    raw.info["bads"] = list(drop_channels)
+    filter_raw(raw, params, line_freq)
+    raw.info["bads"] = []  # kept in the array (zeroed, masked) so every epoch has all channels
+    mne_events = np.column_stack([events["sample"].to_numpy() + raw.first_samp,
+                                  np.zeros(len(events), int), events["y"].to_numpy() + 1])
+    epochs = mne.Epochs(raw, mne_events, event_id=None, tmin=params.tmin, tmax=params.tmax,
+                        baseline=(None, 0) if params.baseline else None, decim=params.decim,
+                        picks="all", reject_by_annotation=False, preload=True,
+                        event_repeated="merge", verbose="error")
+    kept = events.iloc[epochs.selection]  # labels stay aligned with surviving epochs
+    table = kept[EPOCH_COLUMNS + ["split"]].reset_index(drop=True)
+    if len(epochs) == 0:
+        return RecordingEpochs(recording, None, table, len(events))
+    data = epochs.get_data(copy=False).astype(np.float32)
+    mask = np.isin(epochs.ch_names, drop_channels)
+    data[:, mask, :] = 0.0
+    part = parts_dir / f"{recording}.npy"
+    np.save(part, data)
+    return RecordingEpochs(recording, part, table, len(events) - len(epochs))
+
+
+def assemble_split(parts: list[RecordingEpochs], split: str, n_ch: int, n_times: int,
+                   masks: dict[str, np.ndarray], out_dir: Path) -> pd.DataFrame:
+    """Concatenate one split's epochs into a memmap, one recording at a time."""
+    rows = [(p, p.table["split"].to_numpy() == split) for p in parts if p.part is not None]
+    n = int(sum(sel.sum() for _, sel in rows))
+    X = np.lib.format.open_memmap(out_dir / f"{split}_X.npy", mode="w+",
+                                  dtype=np.float32, shape=(n, n_ch, n_times))
+    M = np.zeros((n, n_ch), dtype=bool)
+    tables, start = [], 0
+    for p, sel in rows:
+        k = int(sel.sum())
+        if k:
+            X[start:start + k] = np.load(p.part, mmap_mode="r", allow_pickle=False)[sel]
+            M[start:start + k] = masks[p.recording]
+            tables.append(p.table[sel])
+            start += k
+    X.flush()
+    del X
+    np.save(out_dir / f"{split}_mask.npy", M)
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=EPOCH_COLUMNS)
+
+
+def drop_mask(channels: list[str], decision: dict) -> np.ndarray:
+    dropped = decision["drop_channels"] if decision["action"] == "drop_channels" else []
+    return np.isin(channels, dropped)
+
+
+def run_filter(recordings: pd.DataFrame, events: pd.DataFrame, decisions: dict[str, dict],
+               ingest_dir: Path, out_dir: Path, params: Filter, n_jobs: int = 1,
+               backend: str = "loky") -> dict:
+    """Epoch every kept recording, then assemble train/val/test arrays and tables."""
+    from functools import partial
+
+    from oddpipe.parallel import map_recordings
+
+    keep = recordings[recordings["recording"].map(
+        lambda r: decisions[r]["action"] != "drop_recording")]
+    if keep.empty:
+        raise OddpipeError("every recording was dropped by the outliers stage; see "
+                           "reports/outliers.html and adjust the outliers thresholds")
+    channels = list(mne.io.read_info(ingest_dir / keep["fif"].iloc[0], verbose="error")["ch_names"])
+    masks = {r: drop_mask(channels, decisions[r]) for r in keep["recording"]}
+    parts_dir = out_dir / "parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(ingest_dir / r.fif, r.recording, events[events["recording"] == r.recording],
+             float(r.line_freq), [c for c, m in zip(channels, masks[r.recording]) if m])
+            for r in keep.itertuples()]
+    work = partial(_epoch_job, params=params, parts_dir=parts_dir)
+    parts = map_recordings(work, jobs, n_jobs, backend)
+    done = [p for p in parts if p.part is not None]
+    if not done:
+        raise OddpipeError("no event survived epoching (windows run past the recording "
+                           "ends?); check filter.tmin / filter.tmax")
+    n_times = np.load(done[0].part, mmap_mode="r", allow_pickle=False).shape[2]
+    tables = {s: assemble_split(parts, s, len(channels), n_times, masks, out_dir) for s in SPLITS}
+    for p in done:
+        p.part.unlink()
+    parts_dir.rmdir()
+    sfreq = float(keep["sfreq"].iloc[0]) / params.decim
+    info = {"channels": channels, "sfreq": sfreq, "tmin": params.tmin, "n_times": int(n_times),
+            "dropped_recordings": sorted(set(recordings["recording"]) - set(keep["recording"])),
+            "dropped_at_edges": {p.recording: p.n_dropped_at_edges for p in parts}}
+    return {"info": info, "tables": tables}
+
+
+def _epoch_job(job: tuple, params: Filter, parts_dir: Path) -> RecordingEpochs:
+    fif, recording, events, line_freq, dropped = job
+    return epoch_recording(fif, recording, events, line_freq, dropped, params, parts_dir)

@@ -1,0 +1,243 @@
+"""Ingest: read raw recordings with MNE, map events to labels, pick channels by name.
+
+Two passes keep memory flat: a cheap scan of every file (header, channels, events), then
+one file at a time is loaded, reduced to the common channels and written as float32 FIF.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mne
+import numpy as np
+import pandas as pd
+
+from oddpipe.errors import OddpipeError
+from oddpipe.params import Ingest
+
+EVENT_COLUMNS = ["sample", "onset_s", "code", "label", "y"]
+
+
+@dataclass
+class FileScan:
+    """What the first pass learns about one file; error is set when it is unusable."""
+
+    path: Path
+    recording: str
+    subject: str = ""
+    session: str = ""
+    run: str = ""
+    sfreq: float = 0.0
+    n_times: int = 0
+    channels: dict[str, str] = field(default_factory=dict)  # normalized -> original
+    events: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EVENT_COLUMNS))
+    n_unmapped: int = 0
+    event_source: str = ""
+    error: str | None = None
+
+
+def normalize_channel_name(name: str) -> str:
+    """Strip whitespace, an 'EEG ' prefix and a '-REF' suffix so names match across files."""
+    name = re.sub(r"^EEG[ _]+", "", name.strip(), flags=re.IGNORECASE)
+    return re.sub(r"[-_]REF$", "", name, flags=re.IGNORECASE).strip()
+
+
+def list_files(raw_dir: Path, pattern: str) -> list[Path]:
+    files = sorted(p for p in Path(raw_dir).glob(pattern) if p.is_file())
+    if not files:
+        raise OddpipeError(
+            f"{raw_dir}: no files match ingest.pattern '{pattern}'; "
+            "point ingest.raw_dir at your recordings or fix the pattern"
+        )
+    return files
+
+
+def parse_entities(rel_path: str, regex: str) -> dict[str, str]:
+    match = re.search(regex, rel_path)
+    if not match or not match.groupdict().get("subject"):
+        raise OddpipeError(
+            f"cannot find a subject in the path with ingest.path_regex '{regex}'; "
+            "adjust the regex (it needs a named group 'subject')"
+        )
+    return {k: v or "" for k, v in match.groupdict().items()}
+
+
+def _stim_events(raw: mne.io.BaseRaw, stim_channel: str | None) -> np.ndarray:
+    return mne.find_events(raw, stim_channel=stim_channel, shortest_event=1,
+                           initial_event=True, consecutive=True, verbose="error")
+
+
+def _annotation_events(raw: mne.io.BaseRaw) -> tuple[np.ndarray, list[str]]:
+    events, event_id = mne.events_from_annotations(raw, verbose="error")
+    names = {code: desc for desc, code in event_id.items()}
+    return events, [names[c] for c in events[:, 2]]
+
+
+def read_events(raw: mne.io.BaseRaw, params: Ingest) -> tuple[np.ndarray, list[str], str]:
+    """Events as (samples from first_samp, codes as strings, source used)."""
+    has_stim = params.stim_channel is not None or bool(
+        mne.pick_types(raw.info, stim=True, exclude=[]).size
+    )
+    if params.event_source in ("stim", "auto") and has_stim:
+        events = _stim_events(raw, params.stim_channel)
+        if len(events) or params.event_source == "stim":
+            return events[:, 0] - raw.first_samp, [str(c) for c in events[:, 2]], "stim"
+    if params.event_source in ("annotations", "auto") and len(raw.annotations):
+        events, codes = _annotation_events(raw)
+        return events[:, 0] - raw.first_samp, codes, "annotations"
+    return np.empty(0, dtype=int), [], "none"
+
+
+def label_events(samples: np.ndarray, codes: list[str], sfreq: float,
+                 params: Ingest) -> tuple[pd.DataFrame, int]:
+    """Map codes to target (1) / non-target (0); unmapped events are counted and left out."""
+    targets = {str(v) for v in params.events.target}
+    nontargets = {str(v) for v in params.events.nontarget}
+    rows = [
+        (int(s), s / sfreq, c, "target" if c in targets else "nontarget", int(c in targets))
+        for s, c in zip(samples, codes) if c in targets or c in nontargets
+    ]
+    return pd.DataFrame(rows, columns=EVENT_COLUMNS), len(codes) - len(rows)
+
+
+def data_channels(raw: mne.io.BaseRaw, ch_types: list[str]) -> dict[str, str]:
+    picks = mne.pick_types(raw.info, exclude=[], **{t: True for t in ch_types})
+    return {normalize_channel_name(raw.ch_names[i]): raw.ch_names[i] for i in picks}
+
+
+def scan_file(path: Path, raw_dir: Path, params: Ingest) -> FileScan:
+    """First pass over one file: entities, header, channels and labelled events."""
+    rel = path.relative_to(raw_dir).as_posix()
+    scan = FileScan(path=path, recording=path.name.split(".")[0])
+    try:
+        scan.__dict__.update(parse_entities(rel, params.path_regex))
+        raw = mne.io.read_raw(path, preload=False, verbose="error")
+    except OddpipeError as exc:
+        scan.error = str(exc)
+        return scan
+    except Exception as exc:  # MNE raises many types for unreadable files
+        scan.error = f"MNE cannot read it ({type(exc).__name__}: {exc}); check the file is complete"
+        return scan
+    scan.sfreq, scan.n_times = float(raw.info["sfreq"]), raw.n_times
+    scan.channels = data_channels(raw, params.ch_types)
+    samples, codes, scan.event_source = read_events(raw, params)
+    scan.events, scan.n_unmapped = label_events(samples, codes, scan.sfreq, params)
+    if not scan.channels:
+        scan.error = f"no channels of type {params.ch_types}; set ingest.ch_types"
+    elif scan.events.empty:
+        scan.error = (f"no usable events (source: {scan.event_source}, {len(codes)} found, "
+                      f"none mapped); check ingest.events and ingest.event_source")
+    return scan
+
+
+def common_channels(scans: list[FileScan]) -> list[str]:
+    """Channels every usable file has, in the first file's order (matched by name)."""
+    names = list(scans[0].channels)
+    shared = set(names).intersection(*(set(s.channels) for s in scans[1:]))
+    if not shared:
+        listing = "; ".join(f"{s.path.name}: {sorted(s.channels)}" for s in scans)
+        raise OddpipeError(f"the recordings share no data channel by name ({listing}); "
+                           "rename channels or ingest the sets separately")
+    return [n for n in names if n in shared]
+
+
+def check_rates(scans: list[FileScan]) -> float:
+    rates = sorted({s.sfreq for s in scans})
+    if len(rates) > 1:
+        groups = {r: [s.path.name for s in scans if s.sfreq == r] for r in rates}
+        raise OddpipeError(f"recordings have different sampling rates: {groups}; "
+                           "ingest each rate separately (resampling arrives with ingest.sfreq)")
+    return rates[0]
+
+
+def write_recording(scan: FileScan, channels: list[str], out_dir: Path) -> Path:
+    """Second pass: load one file, keep the common channels by name, save float32 FIF."""
+    raw = mne.io.read_raw(scan.path, preload=False, verbose="error")
+    raw.pick([scan.channels[n] for n in channels])
+    raw.load_data(verbose="error")
+    raw.rename_channels({scan.channels[n]: n for n in channels})
+    raw.set_annotations(None)  # events travel in events.tsv, the one source of labels
+    out = out_dir / f"{scan.recording}_raw.fif"
+    raw.save(out, fmt="single", overwrite=True, verbose="error")
+    return out
+
+
+def check_unique(scans: list[FileScan]) -> None:
+    seen: dict[str, Path] = {}
+    for s in scans:
+        if s.recording in seen:
+            raise OddpipeError(f"two files give the recording name '{s.recording}': "
+                               f"{seen[s.recording]} and {s.path}; rename one of them")
+        seen[s.recording] = s.path
+
+
+def report_rows(scans: list[FileScan]) -> pd.DataFrame:
+    """One row per file found: status, reason, events per class, channels, rate, duration."""
+    rows = [{
+        "file": str(s.path), "recording": s.recording, "status": "error" if s.error else "ok",
+        "reason": s.error or "", "event_source": s.event_source,
+        "n_target": int((s.events["y"] == 1).sum()), "n_nontarget": int((s.events["y"] == 0).sum()),
+        "n_unmapped": s.n_unmapped, "n_channels": len(s.channels), "sfreq": s.sfreq,
+        "duration_s": s.n_times / s.sfreq if s.sfreq else 0.0,
+    } for s in scans]
+    return pd.DataFrame(rows)
+
+
+def usable_scans(scans: list[FileScan], on_error: str) -> list[FileScan]:
+    """Apply the on_error policy: fail names every bad file; skip keeps the others."""
+    bad = [s for s in scans if s.error]
+    if bad and on_error == "fail":
+        raise OddpipeError("unusable input (ingest.on_error: fail):\n" +
+                           "\n".join(f"  {s.path}: {s.error}" for s in bad))
+    good = [s for s in scans if not s.error]
+    if not good:
+        raise OddpipeError("no usable recording:\n" +
+                           "\n".join(f"  {s.path}: {s.error}" for s in bad))
+    return good
+
+
+def recording_row(scan: FileScan, fif: Path, n_channels: int, line_freq: float) -> dict:
+    return {
+        "recording": scan.recording, "subject": scan.subject, "session": scan.session,
+        "run": scan.run, "source": str(scan.path), "fif": fif.name, "sfreq": scan.sfreq,
+        "n_channels": n_channels, "n_times": scan.n_times,
+        "duration_s": scan.n_times / scan.sfreq, "line_freq": line_freq,
+        "event_source": scan.event_source, "n_target": int(scan.events["y"].sum()),
+        "n_nontarget": int((scan.events["y"] == 0).sum()), "n_unmapped": scan.n_unmapped,
+    }
+
+
+def events_table(scans: list[FileScan]) -> pd.DataFrame:
+    """All labelled events with a global event_id, the key every later table joins on."""
+    parts = [s.events.assign(recording=s.recording, subject=s.subject) for s in scans]
+    table = pd.concat(parts, ignore_index=True)
+    table.insert(0, "event_id", np.arange(len(table)))
+    return table[["event_id", "recording", "subject", *EVENT_COLUMNS]]
+
+
+def run_ingest(params: Ingest, out_dir: Path, n_jobs: int = 1,
+               backend: str = "loky") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Scan, choose channels, write one FIF per usable recording.
+
+    Returns (recordings, events, report); report lists every file found, usable or not.
+    """
+    from functools import partial
+
+    from oddpipe.parallel import map_recordings
+
+    raw_dir = Path(params.raw_dir)
+    files = list_files(raw_dir, params.pattern)
+    scans = map_recordings(partial(scan_file, raw_dir=raw_dir, params=params), files,
+                           n_jobs, backend)
+    report = report_rows(scans)
+    good = usable_scans(scans, params.on_error)
+    check_unique(good)
+    check_rates(good)
+    channels = common_channels(good)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fifs = map_recordings(partial(write_recording, channels=channels, out_dir=out_dir), good,
+                          n_jobs, backend)
+    recordings = pd.DataFrame([recording_row(s, f, len(channels), params.line_freq)
+                               for s, f in zip(good, fifs)])
+    return recordings, events_table(good), report

@@ -1,0 +1,249 @@
+"""Outlier detection on raw data: line noise, amplitude and flat/non-finite checks per
+recording x channel, compared within the recording, across a subject's recordings and
+across the dataset; decisions with reasons.
+
+Runs before any filter: a notch would hide the line noise that identifies a detached
+electrode.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mne
+import numpy as np
+import pandas as pd
+from scipy.signal import detrend
+
+from oddpipe.errors import OddpipeError
+from oddpipe.params import Outliers
+
+PEAK_HALF_WIDTH_HZ = 0.5
+NEIGHBOUR_HZ = (2.0, 6.0)
+MAD_FLOOR = 0.1  # log10 units: a 26 % amplitude spread is never "tight"
+
+
+@dataclass
+class RecordingFeatures:
+    """Per-channel features of one recording, and its mean PSD for the report."""
+
+    recording: str
+    table: pd.DataFrame
+    freqs: np.ndarray
+    psd: np.ndarray  # (channels, freqs)
+    window_log_std: np.ndarray | None = None  # (windows, channels), inspection sample only
+
+
+def scan_starts(n_times: int, seg_len: int, n_segments: int) -> np.ndarray:
+    """Start samples of n systematic segments spread evenly over the recording."""
+    if n_times < seg_len:
+        raise OddpipeError(
+            f"recording has {n_times} samples, shorter than one analysis segment "
+            f"({seg_len}); lower outliers.segment_s"
+        )
+    return np.linspace(0, n_times - seg_len, n_segments).round().astype(int)
+
+
+def read_segments(raw: mne.io.BaseRaw, starts: np.ndarray, seg_len: int) -> np.ndarray:
+    return np.stack([raw.get_data(start=s, stop=s + seg_len) for s in starts])
+
+
+def harmonics_below_nyquist(line_freq: float, sfreq: float) -> np.ndarray:
+    """Line frequency and harmonics whose neighbourhood fits below Nyquist."""
+    top = sfreq / 2 - NEIGHBOUR_HZ[1]
+    return np.arange(line_freq, top, line_freq) if line_freq < top else np.empty(0)
+
+
+def line_ratio_db(freqs: np.ndarray, psd: np.ndarray, line_freq: float,
+                  sfreq: float) -> tuple[np.ndarray, np.ndarray]:
+    """Peak power at each harmonic over the median of neighbouring bins (peaks excluded).
+
+    Returns (max over harmonics, fundamental) in dB per channel; 0 where not observable.
+    """
+    harmonics = harmonics_below_nyquist(line_freq, sfreq)
+    ratios = np.zeros((psd.shape[0], max(len(harmonics), 1)))
+    near_any = np.zeros(len(freqs), dtype=bool)
+    for f in harmonics:
+        near_any |= np.abs(freqs - f) < 1.0
+    for k, f in enumerate(harmonics):
+        dist = np.abs(freqs - f)
+        peak = psd[:, dist <= PEAK_HALF_WIDTH_HZ].max(axis=1)
+        ring = (dist >= NEIGHBOUR_HZ[0]) & (dist <= NEIGHBOUR_HZ[1]) & ~near_any
+        floor = np.median(psd[:, ring], axis=1)
+        ratios[:, k] = 10 * np.log10(np.maximum(peak, 1e-300) / np.maximum(floor, 1e-300))
+    ratios[~np.isfinite(ratios)] = 0.0
+    return ratios.max(axis=1), ratios[:, 0]
+
+
+def segment_features(segs: np.ndarray, sfreq: float, line_freq: float,
+                     ch_names: list[str]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Features of (segments, channels, times) data: non-finite first, then amplitude, PSD."""
+    nonfinite = (~np.isfinite(segs)).sum(axis=(0, 2))
+    segs = detrend(np.nan_to_num(segs, nan=0.0, posinf=0.0, neginf=0.0), axis=-1)
+    seg_std = segs.std(axis=-1)  # (segments, channels)
+    std = np.median(seg_std, axis=0)
+    n_fft = min(segs.shape[-1], int(2 * sfreq))
+    psd, freqs = mne.time_frequency.psd_array_welch(
+        segs, sfreq, fmin=0, fmax=sfreq / 2, n_fft=n_fft, verbose="error")
+    psd = psd.mean(axis=0)
+    ratio_max, ratio_fund = line_ratio_db(freqs, psd, line_freq, sfreq)
+    table = pd.DataFrame({
+        "channel": ch_names, "n_nonfinite": nonfinite, "std": std,
+        "ptp": np.ptp(segs, axis=-1).max(axis=0),
+        "log_std": np.log10(np.maximum(std, 1e-30)),
+        "line_ratio_db": ratio_max, "line_ratio_fundamental_db": ratio_fund,
+    })
+    window_log_std = np.log10(np.maximum(seg_std, 1e-30))
+    return table, freqs, psd, window_log_std
+
+
+def scan_recording(fif: str, recording: str, line_freq: float, params: Outliers) -> RecordingFeatures:
+    """(b) the scan: systematic segments over the whole recording."""
+    raw = mne.io.read_raw_fif(fif, preload=False, verbose="error")
+    sfreq = raw.info["sfreq"]
+    seg_len = int(round(params.segment_s * sfreq))
+    try:
+        starts = scan_starts(raw.n_times, seg_len, params.n_segments)
+    except OddpipeError as exc:
+        raise OddpipeError(f"{fif}: {exc}") from None
+    table, freqs, psd, _ = segment_features(read_segments(raw, starts, seg_len), sfreq,
+                                            line_freq, raw.ch_names)
+    return RecordingFeatures(recording, table, freqs, psd)
+
+
+def sample_recording(fif: str, recording: str, samples: np.ndarray, line_freq: float,
+                     window: tuple[float, float] = (-0.2, 0.8)) -> RecordingFeatures | None:
+    """(a) the story's check: the same features on windows around sampled events."""
+    raw = mne.io.read_raw_fif(fif, preload=False, verbose="error")
+    sfreq = raw.info["sfreq"]
+    seg_len = int(round((window[1] - window[0]) * sfreq))
+    starts = samples + int(round(window[0] * sfreq))
+    starts = starts[(starts >= 0) & (starts + seg_len <= raw.n_times)]
+    if len(starts) == 0:
+        return None
+    table, freqs, psd, win = segment_features(read_segments(raw, starts, seg_len), sfreq,
+                                              line_freq, raw.ch_names)
+    return RecordingFeatures(recording, table, freqs, psd, win)
+
+
+def robust_z(values: pd.Series) -> pd.Series:
+    """(x - median) / (1.4826 MAD), with a floor on the spread so tight groups stay calm."""
+    med = values.median()
+    mad = 1.4826 * (values - med).abs().median()
+    return (values - med) / max(mad, MAD_FLOOR)
+
+
+def add_relative_features(table: pd.DataFrame) -> pd.DataFrame:
+    """Compare each channel with its recording, its subject's other recordings, the dataset."""
+    t = table.copy()
+    rec_median = t.groupby("recording")["std"].transform("median")
+    t["rel_std"] = t["std"] / rec_median.where(rec_median > 0, 1.0)
+    t["z_within"] = t.groupby("recording")["log_std"].transform(robust_z)
+    n_rec = t.groupby("subject")["recording"].transform("nunique")
+    z_cross = t.groupby(["subject", "channel"])["log_std"].transform(robust_z)
+    t["z_cross"] = z_cross.where(n_rec >= 3)  # two files cannot outvote each other
+    t["line_excess_db"] = t["line_ratio_db"] - t["line_ratio_db"].median()
+    return t
+
+
+def channel_reasons(row: pd.Series, params: Outliers) -> list[str]:
+    """Why a channel is flagged; empty when it is fine. Non-finite and flat come first."""
+    if row["n_nonfinite"] > 0:
+        return [f"{int(row['n_nonfinite'])} non-finite samples"]
+    if row["std"] < params.flat_floor or row["rel_std"] < params.flat_rel:
+        return [f"flat (std {row['std']:.3g}, {row['rel_std']:.2%} of the recording's median)"]
+    reasons = []
+    if row["line_excess_db"] > params.line_excess_db:
+        reasons.append(f"line noise {row['line_excess_db']:.0f} dB above the dataset median")
+    if row["z_within"] > params.amp_z:
+        reasons.append(f"amplitude z {row['z_within']:.1f} within the recording")
+    if pd.notna(row["z_cross"]) and row["z_cross"] > params.amp_z:
+        reasons.append(f"amplitude z {row['z_cross']:.1f} against the subject's other recordings")
+    return reasons
+
+
+def flag_channels(table: pd.DataFrame, params: Outliers) -> pd.DataFrame:
+    t = add_relative_features(table)
+    reasons = t.apply(lambda r: channel_reasons(r, params), axis=1)
+    t["flagged"] = reasons.map(bool)
+    t["reasons"] = reasons.map("; ".join)
+    return t
+
+
+def decide(flags: pd.DataFrame, params: Outliers) -> dict[str, dict]:
+    """Per recording: flags with reasons, the fraction flagged, and the action taken."""
+    decisions = {}
+    for rec, part in flags.groupby("recording", sort=True):
+        bad = part[part["flagged"]]
+        fraction = len(bad) / len(part)
+        if params.action == "report_only" or bad.empty:
+            action, dropped = ("keep", [])
+        elif params.action == "drop_recording" or fraction > params.max_bad_fraction:
+            action, dropped = ("drop_recording", list(part["channel"]))
+        else:
+            action, dropped = ("drop_channels", list(bad["channel"]))
+        decisions[rec] = {
+            "subject": str(part["subject"].iloc[0]), "action": action,
+            "drop_channels": dropped, "bad_fraction": round(fraction, 4),
+            "flags": dict(zip(bad["channel"], bad["reasons"])),
+        }
+    return decisions
+
+
+@dataclass
+class OutlierResult:
+    flags: pd.DataFrame  # every recording x channel: features, flagged, reasons
+    decisions: dict[str, dict]
+    scans: dict[str, RecordingFeatures]
+    samples: dict[str, RecordingFeatures]
+
+
+def _features_table(feats: list[RecordingFeatures], recordings: pd.DataFrame) -> pd.DataFrame:
+    subjects = dict(zip(recordings["recording"], recordings["subject"]))
+    return pd.concat([f.table.assign(recording=f.recording, subject=subjects[f.recording])
+                      for f in feats], ignore_index=True)
+
+
+def detect(recordings: pd.DataFrame, sample: pd.DataFrame, fif_dir, params: Outliers,
+           n_jobs: int = 1, backend: str = "loky") -> OutlierResult:
+    """Scan every recording, check the inspection sample, decide on the scan."""
+    from oddpipe.parallel import map_recordings
+
+    jobs = [(str(fif_dir / r.fif), r.recording, float(r.line_freq),
+             sample.loc[sample["recording"] == r.recording, "sample"].to_numpy())
+            for r in recordings.itertuples()]
+    scans = map_recordings(lambda j: scan_recording(j[0], j[1], j[2], params), jobs,
+                           n_jobs, backend)
+    samples = [s for s in map_recordings(lambda j: sample_recording(j[0], j[1], j[3], j[2]),
+                                         jobs, n_jobs, backend) if s is not None]
+    flags = flag_channels(_features_table(scans, recordings), params)
+    sample_flags = flag_channels(_features_table(samples, recordings), params)
+    merged = flags.merge(
+        sample_flags[["recording", "channel", "line_ratio_db", "log_std", "flagged"]]
+        .rename(columns=lambda c: c if c in ("recording", "channel") else f"sample_{c}"),
+        on=["recording", "channel"], how="left")
+    return OutlierResult(merged, decide(flags, params),
+                         {f.recording: f for f in scans}, {f.recording: f for f in samples})
+
+
+def summary_metrics(result: OutlierResult, events: pd.DataFrame) -> dict:
+    """Small numbers for dvc metrics diff: what was flagged and what it cost."""
+    f, d = result.flags, result.decisions
+    dropped = [r for r, v in d.items() if v["action"] == "drop_recording"]
+    sampled = f["sample_flagged"].notna()
+    scan_set = set(zip(f.loc[f["flagged"], "recording"], f.loc[f["flagged"], "channel"]))
+    s = f[sampled & (f["sample_flagged"] == True)]  # noqa: E712 (pandas object column)
+    sample_set = set(zip(s["recording"], s["channel"]))
+    return {
+        "n_recordings": int(f["recording"].nunique()),
+        "n_channels_checked": int(len(f)),
+        "n_flagged_channels": len(scan_set),
+        "n_flagged_recordings": int(f.loc[f["flagged"], "recording"].nunique()),
+        "n_dropped_recordings": len(dropped),
+        "n_dropped_channels": int(sum(len(v["drop_channels"]) for v in d.values()
+                                      if v["action"] == "drop_channels")),
+        "max_line_excess_db": round(float(f["line_excess_db"].max()), 2),
+        "fraction_events_removed": round(float(events["recording"].isin(dropped).mean()), 4),
+        "sample_recordings_covered": int(f.loc[sampled, "recording"].nunique()),
+        "sample_found_of_scan_flags": len(scan_set & sample_set),
+        "sample_extra_flags": len(sample_set - scan_set),
+    }

@@ -1,0 +1,121 @@
+"""reports/outliers.html: the evidence behind every outlier decision, as pictures a
+person checks in a minute (self-contained HTML with embedded PNGs)."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from oddpipe.outliers import OutlierResult  # noqa: E402
+
+
+def _png(fig: plt.Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def heatmap(flags: pd.DataFrame) -> str:
+    """Subject x recording rows, channel columns: line noise above the dataset median."""
+    grid = flags.pivot(index=["subject", "recording"], columns="channel", values="line_excess_db")
+    grid = grid[list(dict.fromkeys(flags["channel"]))]
+    mark = flags.pivot(index=["subject", "recording"], columns="channel", values="flagged")
+    mark = mark.reindex_like(grid).astype(bool)
+    fig, ax = plt.subplots(figsize=(1 + 0.45 * grid.shape[1], 1 + 0.3 * grid.shape[0]))
+    im = ax.imshow(grid.to_numpy(float), aspect="auto", cmap="magma")
+    for i, j in zip(*np.nonzero(mark.to_numpy())):
+        ax.text(j, i, "x", ha="center", va="center", color="cyan", fontsize=9)
+    ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=90, fontsize=7)
+    ax.set_yticks(range(grid.shape[0]), [f"{s} | {r}" for s, r in grid.index], fontsize=7)
+    fig.colorbar(im, ax=ax, label="line-noise ratio above dataset median (dB)")
+    ax.set_title("Line noise per recording x channel (x = flagged)")
+    return _png(fig)
+
+
+def histograms(result: OutlierResult, max_channels: int = 32) -> str:
+    """Per electrode: log amplitude of inspection-sample windows, flagged ones in red."""
+    samples = list(result.samples.values())
+    if not samples:
+        return "<p>No inspection-sample windows.</p>"
+    channels = list(samples[0].table["channel"])[:max_channels]
+    flagged = set(zip(result.flags.loc[result.flags["flagged"], "recording"],
+                      result.flags.loc[result.flags["flagged"], "channel"]))
+    ncol = 4
+    fig, axes = plt.subplots(int(np.ceil(len(channels) / ncol)), ncol, squeeze=False,
+                             figsize=(3.2 * ncol, 2.0 * np.ceil(len(channels) / ncol)))
+    for k, ch in enumerate(channels):
+        ax = axes.flat[k]
+        clean = [s.window_log_std[:, k] for s in samples if (s.recording, ch) not in flagged]
+        bad = [s.window_log_std[:, k] for s in samples if (s.recording, ch) in flagged]
+        values = np.concatenate(clean + bad)
+        bins = np.linspace(values.min(), values.max() + 1e-9, 40)
+        if clean:
+            ax.hist(np.concatenate(clean), bins=bins, color="grey", label="kept")
+        if bad:
+            ax.hist(np.concatenate(bad), bins=bins, color="red", label="flagged")
+        ax.set_title(ch, fontsize=8)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(channels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6)
+    fig.supxlabel("log10 std of a 1 s window around a sampled event (V)")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def flagged_psds(result: OutlierResult, max_plots: int = 24) -> str:
+    """Each flagged channel's PSD against its recording's median channel."""
+    bad = result.flags[result.flags["flagged"]].head(max_plots)
+    if bad.empty:
+        return "<p>No channel flagged.</p>"
+    ncol = 3
+    nrow = int(np.ceil(len(bad) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, squeeze=False, figsize=(4 * ncol, 2.6 * nrow))
+    for ax, row in zip(axes.flat, bad.itertuples()):
+        feats = result.scans[row.recording]
+        k = list(feats.table["channel"]).index(row.channel)
+        ax.semilogy(feats.freqs, np.median(feats.psd, axis=0), color="grey", label="median channel")
+        ax.semilogy(feats.freqs, feats.psd[k], color="red", label=row.channel)
+        ax.set_title(f"{row.recording}\n{row.channel}", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(bad):]:
+        ax.axis("off")
+    fig.supxlabel("frequency (Hz)")
+    fig.supylabel("PSD (V²/Hz)")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def decision_table(decisions: dict[str, dict]) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(d['subject'])}</td><td>{html.escape(rec)}</td>"
+        f"<td>{d['action']}</td><td>{d['bad_fraction']:.0%}</td>"
+        f"<td>{html.escape('; '.join(f'{c}: {r}' for c, r in d['flags'].items()))}</td></tr>"
+        for rec, d in decisions.items())
+    return ("<table><tr><th>subject</th><th>recording</th><th>action</th>"
+            f"<th>flagged</th><th>reasons</th></tr>{rows}</table>")
+
+
+def write_report(path: Path, result: OutlierResult, metrics: dict) -> None:
+    summary = "".join(f"<li>{html.escape(k)}: {v}</li>" for k, v in metrics.items())
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>oddpipe outliers</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:2px 6px;font-size:12px;text-align:left}}</style></head><body>
+<h1>Outlier detection</h1><ul>{summary}</ul>
+<h2>Line noise: subject x recording x channel</h2>{heatmap(result.flags)}
+<h2>Decisions</h2>{decision_table(result.decisions)}
+<h2>Flagged channels: PSD against the recording's median channel</h2>{flagged_psds(result)}
+<h2>Per-electrode log amplitude over the inspection sample</h2>{histograms(result)}
+</body></html>"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page)

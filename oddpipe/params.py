@@ -1,0 +1,172 @@
+"""One typed schema for params.yaml: a section per stage, checked before any work.
+
+Unknown keys, wrong types and impossible combinations fail with one line per problem
+and a "did you mean" for typos.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from oddpipe.errors import ParamsError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Execution(Section):
+    """Settings that never change a result; no stage lists them in dvc.yaml."""
+
+    n_jobs: int = 1
+    backend: Literal["loky", "threading", "sequential"] = "loky"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class EventMap(Section):
+    target: list[str | int] = Field(min_length=1)
+    nontarget: list[str | int] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> "EventMap":
+        both = {str(v) for v in self.target} & {str(v) for v in self.nontarget}
+        if both:
+            raise ValueError(f"codes {sorted(both)} are mapped to both target and nontarget")
+        return self
+
+
+class Ingest(Section):
+    raw_dir: str
+    pattern: str = "**/*.edf"
+    path_regex: str = r"sub-(?P<subject>[A-Za-z0-9]+)"
+    ch_types: list[Literal["eeg", "seeg", "ecog", "dbs"]] = ["eeg", "seeg", "ecog"]
+    event_source: Literal["auto", "stim", "annotations"] = "auto"
+    stim_channel: str | None = None
+    events: EventMap
+    line_freq: float = Field(60.0, gt=0)
+    on_error: Literal["fail", "skip"] = "skip"
+
+
+class Sample(Section):
+    seed: int = 0
+    inspect_fraction: float = Field(0.05, gt=0, le=1)
+    inspect_min_per_stratum: int = Field(20, ge=1)
+    group_by: Literal["recording", "subject"] = "recording"
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "Sample":
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must leave at least 0.1 for training")
+        return self
+
+
+class Outliers(Section):
+    segment_s: float = Field(2.0, gt=0)
+    n_segments: int = Field(20, ge=1)
+    line_excess_db: float = Field(20.0, gt=0)
+    amp_z: float = Field(6.0, gt=0)
+    flat_floor: float = Field(1e-9, ge=0)
+    flat_rel: float = Field(0.01, ge=0, lt=1)
+    action: Literal["drop_channel", "drop_recording", "report_only"] = "drop_channel"
+    max_bad_fraction: float = Field(0.5, gt=0, le=1)
+
+
+class Filter(Section):
+    notch: bool = True
+    l_freq: float | None = Field(0.5, gt=0)
+    h_freq: float | None = Field(20.0, gt=0)
+    tmin: float = -0.2
+    tmax: float = 0.8
+    baseline: bool = True
+    decim: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _window(self) -> "Filter":
+        if self.tmin >= self.tmax:
+            raise ValueError(f"tmin ({self.tmin}) must be below tmax ({self.tmax})")
+        if self.l_freq and self.h_freq and self.l_freq >= self.h_freq:
+            raise ValueError(f"l_freq ({self.l_freq}) must be below h_freq ({self.h_freq})")
+        if self.baseline and self.tmin >= 0:
+            raise ValueError("baseline needs a pre-stimulus interval: set tmin < 0 or baseline: false")
+        return self
+
+
+class Normalize(Section):
+    method: Literal["robust", "zscore", "none"] = "robust"
+
+
+class Train(Section):
+    model: Literal["cnn", "linear"] = "cnn"
+    seed: int = 0
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-3, ge=0)
+    batch_size: int = Field(64, ge=2)
+    max_epochs: int = Field(30, ge=1)
+    patience: int = Field(6, ge=1)
+    class_weight: Literal["balanced", "none"] = "balanced"
+    grad_clip: float = Field(1.0, gt=0)
+    dropout: float = Field(0.25, ge=0, lt=1)
+
+
+class Evaluate(Section):
+    lda_bins: int = Field(16, ge=1)
+
+
+class Params(Section):
+    execution: Execution = Execution()
+    ingest: Ingest
+    sample: Sample = Sample()
+    outliers: Outliers = Outliers()
+    filter: Filter = Filter()
+    normalize: Normalize = Normalize()
+    train: Train = Train()
+    evaluate: Evaluate = Evaluate()
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names valid at the location of an unknown key, for 'did you mean'."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = tuple(p for p in err["loc"])
+    where = ".".join(str(p) for p in loc) or "params"
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), _allowed_keys(Params, loc), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"params.yaml: unknown key '{where}'{hint}"
+    if err["type"] == "missing":
+        return f"params.yaml: missing required key '{where}'"
+    return f"params.yaml: {where}: {err['msg']} (got {err.get('input')!r})"
+
+
+def parse_params(raw: dict[str, Any]) -> Params:
+    """Validate a params mapping; raise ParamsError with one line per problem."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError([_describe(e) for e in exc.errors()]) from None
+
+
+def load_params(path: Path) -> Params:
+    """Read and validate params.yaml (yaml.safe_load only)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ParamsError([f"{path}: cannot read params ({exc}); fix the YAML syntax"]) from None
+    if not isinstance(raw, dict):
+        raise ParamsError([f"{path}: expected a mapping of sections, got {type(raw).__name__}"])
+    return parse_params(raw)

@@ -1,0 +1,144 @@
+"""Training loop: class-imbalance aware, seeded, early stopping on validation AUC, and a
+loud stop (naming epoch and step) on a non-finite loss or gradient."""
+from __future__ import annotations
+
+import copy
+import logging
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from torch import nn
+from tqdm import tqdm
+
+from oddpipe.errors import NonFiniteError, OddpipeError
+from oddpipe.normalize import apply_normalizer
+from oddpipe.params import Train
+
+log = logging.getLogger(__name__)
+
+NONFINITE_HINT = (
+    "likely causes: input scale (is normalization on? normalize.method), outliers "
+    "(see reports/outliers.html), or a learning rate too high (train.lr)"
+)
+
+
+@dataclass
+class EpochSet:
+    """Epochs on disk (memmap), their dropped-channel mask and labels."""
+
+    X: np.ndarray
+    mask: np.ndarray
+    y: np.ndarray
+
+    def batch(self, idx: np.ndarray, norm: dict | None) -> torch.Tensor:
+        idx = np.sort(idx)  # memmaps read fastest in order
+        x = np.asarray(self.X[idx], dtype=np.float32)
+        if norm is not None:
+            x = apply_normalizer(x, self.mask[idx], norm)
+        return torch.from_numpy(x)
+
+
+@dataclass
+class History:
+    rows: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_auc: float = -1.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise OddpipeError("execution.device is 'cuda' but no CUDA device is present; use 'auto'")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def pos_weight(y: np.ndarray, mode: str) -> torch.Tensor:
+    """Weight of the positive class so both classes weigh the same in the loss."""
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == len(y):
+        raise OddpipeError(f"the training split holds one class only ({len(y)} epochs); "
+                           "check the event mapping (ingest.events) and the splits")
+    return torch.tensor((len(y) - n_pos) / n_pos if mode == "balanced" else 1.0)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, data: EpochSet, norm: dict | None, device: torch.device,
+                   batch_size: int = 256) -> np.ndarray:
+    model.eval()
+    out = [model(data.batch(np.arange(i, min(i + batch_size, len(data.y))), norm).to(device))
+           for i in range(0, len(data.y), batch_size)]
+    return torch.cat(out).float().cpu().numpy() if out else np.empty(0, np.float32)
+
+
+def _check_finite(value: torch.Tensor, what: str, epoch: int, step: int) -> None:
+    if not torch.isfinite(value).all():
+        raise NonFiniteError(f"non-finite {what} at epoch {epoch}, step {step}; {NONFINITE_HINT}")
+
+
+def train_epoch(model, opt, loss_fn, data: EpochSet, norm, params: Train, rng, device,
+                epoch: int) -> float:
+    model.train()
+    order = rng.permutation(len(data.y))
+    total, n = 0.0, 0
+    steps = range(0, len(order), params.batch_size)
+    for step, start in enumerate(tqdm(steps, desc=f"epoch {epoch}", leave=False, disable=None)):
+        idx = np.sort(order[start:start + params.batch_size])
+        x = data.batch(idx, norm).to(device)
+        y = torch.from_numpy(data.y[idx].astype(np.float32)).to(device)
+        loss = loss_fn(model(x), y)
+        _check_finite(loss, "loss", epoch, step)
+        opt.zero_grad()
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip)
+        _check_finite(grad_norm, "gradient", epoch, step)
+        opt.step()
+        total += float(loss.detach()) * len(idx)
+        n += len(idx)
+    return total / max(n, 1)
+
+
+def validate(model, loss_fn, data: EpochSet, norm, device) -> dict:
+    logits = predict_logits(model, data, norm, device)
+    if not np.isfinite(logits).all():
+        raise NonFiniteError(f"non-finite validation predictions; {NONFINITE_HINT}")
+    y = data.y
+    loss = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(y.astype(np.float32))))
+    return {"val_loss": loss, "val_auc": float(roc_auc_score(y, logits)),
+            "val_balanced_accuracy": float(balanced_accuracy_score(y, logits > 0))}
+
+
+def fit(model: nn.Module, train: EpochSet, val: EpochSet, norm: dict | None, params: Train,
+        device: torch.device) -> History:
+    """Train with early stopping on validation AUC; the model ends with the best weights."""
+    rng = np.random.default_rng(params.seed)
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight(train.y, params.class_weight).to(device))
+    history, best_state = History(), copy.deepcopy(model.state_dict())
+    for epoch in range(1, params.max_epochs + 1):
+        train_loss = train_epoch(model, opt, loss_fn, train, norm, params, rng, device, epoch)
+        row = {"epoch": epoch, "train_loss": train_loss,
+               **validate(model, loss_fn.cpu(), val, norm, device)}
+        loss_fn.to(device)
+        history.rows.append(row)
+        log.info("epoch %d: train loss %.4f, val loss %.4f, val AUC %.3f, val bal. acc %.3f",
+                 epoch, train_loss, row["val_loss"], row["val_auc"], row["val_balanced_accuracy"])
+        if row["val_auc"] > history.best_auc:
+            history.best_auc, history.best_epoch = row["val_auc"], epoch
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch - history.best_epoch >= params.patience:
+            log.info("early stop: no val AUC gain for %d epochs", params.patience)
+            break
+    model.load_state_dict(best_state)
+    return history

@@ -1,0 +1,43 @@
+"""What every stage shares: argument parsing, params loading, error reporting."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from oddpipe import __version__
+from oddpipe.errors import OddpipeError, ParamsError
+from oddpipe.io import write_json
+from oddpipe.params import Params, load_params
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    return p
+
+
+def run_stage(name: str, body: Callable[[Params], None], params_path: Path) -> int:
+    """Run a stage body; a user-facing problem prints one clear message, no traceback."""
+    try:
+        params = load_params(params_path)
+        logging.basicConfig(level=params.execution.log_level,
+                            format=f"{name}: %(message)s", force=True)
+        body(params)
+    except ParamsError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return 2
+    except OddpipeError as exc:
+        print(f"oddpipe {name}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def write_stage_record(out_dir: Path, stage: str, params: Params) -> None:
+    """The params a stage used, beside its output, so a stale output can be detected."""
+    section = getattr(params, stage).model_dump()
+    write_json(out_dir / "stage.json",
+               {"stage": stage, "params": section, "oddpipe_version": __version__})

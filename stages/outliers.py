@@ -1,0 +1,48 @@
+"""DVC stage outliers: raw FIF + inspection sample -> outliers.json / .tsv, report, metrics."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from oddpipe.io import read_tsv, write_json, write_tsv
+from oddpipe.outliers import detect, summary_metrics
+from oddpipe.outliers_report import write_report
+from oddpipe.params import Params
+from stages._common import parser, run_stage, write_stage_record
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    p.add_argument("--ingest", type=Path, default=Path("data/ingest"))
+    p.add_argument("--sample", type=Path, default=Path("data/sample"))
+    p.add_argument("--out", type=Path, default=Path("data/outliers"))
+    p.add_argument("--report", type=Path, default=Path("reports/outliers.html"))
+    p.add_argument("--metrics", type=Path, default=Path("metrics/outliers.json"))
+    args = p.parse_args(argv)
+
+    def body(params: Params) -> None:
+        ex = params.execution
+        recordings = read_tsv(args.ingest / "recordings.tsv")
+        events = read_tsv(args.ingest / "events.tsv")
+        sample = read_tsv(args.sample / "sample.tsv")
+        result = detect(recordings, sample, args.ingest, params.outliers, ex.n_jobs, ex.backend)
+        metrics = summary_metrics(result, events)
+        write_tsv(args.out / "outliers.tsv", result.flags)
+        write_json(args.out / "outliers.json", {"recordings": result.decisions})
+        write_json(args.metrics, metrics)
+        write_report(args.report, result, metrics)
+        write_stage_record(args.out, "outliers", params)
+        for rec, d in result.decisions.items():
+            if d["flags"]:
+                log.warning("%s: %s -> %s", rec, d["flags"], d["action"])
+        log.info("%d channels flagged in %d recordings; evidence in %s",
+                 metrics["n_flagged_channels"], metrics["n_flagged_recordings"], args.report)
+
+    return run_stage("outliers", body, args.params)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
