@@ -1,0 +1,96 @@
+"""DVC behaviour end to end, in a temporary copy of the repo (a fresh git repo) on the
+small demo: caching, which stages a param change reruns, and metrics diff across commits."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from oddpipe.demo import generate
+from tests.conftest import REPO, SMALL_SPEC
+
+pytestmark = pytest.mark.slow
+
+ALL = {"ingest", "sample", "outliers", "filter", "normalize", "train", "evaluate"}
+
+
+def sh(cwd: Path, *cmd: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout + out.stderr
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '(\w+)'", output))
+
+
+def set_param(repo: Path, section: str, key: str, value) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params[section][key] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """The working tree (tracked and not ignored files), a small demo, a fresh git repo."""
+    dst = tmp_path_factory.mktemp("repo")
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                           cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for rel in files:
+        if (REPO / rel).is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dst / rel)
+    generate(dst / "data/raw/demo", dst / "data/raw/demo_truth.json", SMALL_SPEC)
+    set_param(dst, "train", "max_epochs", 3)
+    sh(dst, "git", "init", "-q")
+    sh(dst, "git", "add", "-A")
+    sh(dst, "git", "commit", "-qm", "copy")
+    return dst
+
+
+def test_first_repro_runs_every_stage_and_second_none(repo):
+    assert ran(sh(repo, "dvc", "repro")) == ALL
+    assert ran(sh(repo, "dvc", "repro")) == set()
+    assert "up to date" in sh(repo, "dvc", "status")
+
+
+def test_train_param_reruns_only_train_and_evaluate(repo):
+    set_param(repo, "train", "lr", 0.002)
+    assert ran(sh(repo, "dvc", "repro")) == {"train", "evaluate"}
+
+
+def test_filter_param_reruns_filter_and_downstream_only(repo):
+    set_param(repo, "filter", "h_freq", 15.0)
+    assert ran(sh(repo, "dvc", "repro")) == {"filter", "normalize", "train", "evaluate"}
+
+
+def test_execution_settings_rerun_nothing(repo):
+    set_param(repo, "execution", "n_jobs", 2)
+    assert ran(sh(repo, "dvc", "repro")) == set()
+
+
+def test_metrics_diff_across_two_commits(repo):
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "lr 0.002")
+    set_param(repo, "train", "lr", 0.01)
+    sh(repo, "dvc", "repro")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "lr 0.01")
+    diff = sh(repo, "dvc", "metrics", "diff", "HEAD~1", "HEAD", "--all")
+    rows = {line.split()[1]: line.split() for line in diff.splitlines()
+            if line.startswith("metrics/eval.json")}
+    assert {"roc_auc", "balanced_accuracy", "accuracy"} <= set(rows)
+    old, new = float(rows["roc_auc"][2]), float(rows["roc_auc"][3])
+    assert 0 <= old <= 1 and 0 <= new <= 1
+    params_diff = sh(repo, "dvc", "params", "diff", "HEAD~1", "HEAD")
+    assert re.search(r"train\.lr\s+0\.002\s+0\.01", params_diff)

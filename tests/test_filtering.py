@@ -1,0 +1,156 @@
+"""Filtering and epoching: notch frequencies, the Nyquist check, labels aligned with the
+epochs that survive, edge drops counted, dropped channels zeroed."""
+import mne
+import numpy as np
+import pandas as pd
+import pytest
+
+from oddpipe.errors import OddpipeError
+from oddpipe.filtering import check_rates, epoch_recording, notch_freqs
+from oddpipe.params import Filter
+
+SFREQ = 500.0
+CHANNELS = ["C1", "C2", "C3", "C4"]
+BUMP_UV = 100.0
+NOISE_UV = 5.0
+
+
+def test_notch_freqs_below_nyquist():
+    np.testing.assert_array_equal(notch_freqs(60, 500), [60, 120, 180, 240])
+    np.testing.assert_array_equal(notch_freqs(50, 1000), np.arange(50, 500, 50))
+    np.testing.assert_array_equal(notch_freqs(60, 240), [60])  # 120 Hz is Nyquist: left out
+    assert len(notch_freqs(60, 100)) == 0
+
+
+@pytest.mark.parametrize("sfreq, decim, h_freq", [(100.0, 4, 20.0), (160.0, 4, 20.0),
+                                                  (100.0, 1, 50.0)])
+def test_h_freq_at_or_above_nyquist_after_decimation(sfreq, decim, h_freq):
+    params = Filter(h_freq=h_freq, decim=decim)
+    nyquist = sfreq / decim / 2
+    with pytest.raises(OddpipeError) as info:
+        check_rates(params, sfreq)
+    msg = str(info.value)
+    assert "filter.h_freq" in msg and f"{h_freq} Hz" in msg
+    assert f"{nyquist} Hz" in msg and f"decim {decim}" in msg
+
+
+def test_h_freq_below_nyquist_passes():
+    check_rates(Filter(h_freq=20.0, decim=4), 500.0)  # Nyquist 62.5 Hz
+    check_rates(Filter(h_freq=20.0, decim=2), 81.0)   # Nyquist 20.25 Hz
+
+
+def make_recording(tmp_path, n_events=40, soa_s=1.0, first_s=1.0, seed=0, extra=()):
+    """A FIF with small noise where ONLY target events carry a bump at +300 ms, and its
+    events table. `extra` adds (sample, y) events (e.g. near the edges)."""
+    rng = np.random.default_rng(seed)
+    n_times = int((first_s + n_events * soa_s + 1.0) * SFREQ)
+    samples = (np.arange(n_events) * soa_s + first_s) * SFREQ
+    samples = samples.astype(int) + rng.integers(-25, 25, n_events)
+    y = np.zeros(n_events, int)
+    y[rng.choice(n_events, n_events // 3, replace=False)] = 1
+    samples = np.concatenate([samples, [s for s, _ in extra]]).astype(int)
+    y = np.concatenate([y, [v for _, v in extra]]).astype(int)
+    order = np.argsort(samples)
+    samples, y = samples[order], y[order]
+    data = rng.standard_normal((len(CHANNELS), n_times)) * NOISE_UV
+    t = np.arange(n_times) / SFREQ
+    for s in samples[y == 1]:
+        data += BUMP_UV * np.exp(-0.5 * ((t - s / SFREQ - 0.3) / 0.04) ** 2)
+    info = mne.create_info(CHANNELS, SFREQ, "eeg")
+    fif = tmp_path / "rec_raw.fif"
+    mne.io.RawArray(data * 1e-6, info, verbose="error").save(fif, verbose="error")
+    events = pd.DataFrame({
+        "event_id": np.arange(len(y)) + 1000, "recording": "rec", "subject": "01",
+        "sample": samples, "y": y, "split": np.where(np.arange(len(y)) % 2, "train", "val"),
+    })
+    events.index = events.index + 77  # a slice of a bigger table: positions, not labels
+    return fif, events, n_times
+
+
+def bump_at_300ms(X, tmin, sfreq):
+    """Mean amplitude (µV) over channels within +-20 ms of +300 ms, per epoch."""
+    times = tmin + np.arange(X.shape[2]) / sfreq
+    near = np.abs(times - 0.3) <= 0.02
+    return X[:, :, near].mean(axis=(1, 2)) * 1e6
+
+
+def run(fif, events, tmp_path, drop=(), **filter_params):
+    params = Filter(**filter_params)
+    return epoch_recording(fif, "rec", events, 60.0, list(drop), params, tmp_path), params
+
+
+def test_labels_stay_aligned_with_epochs(tmp_path):
+    fif, events, _ = make_recording(tmp_path)
+    result, params = run(fif, events, tmp_path)
+    X = np.load(result.part, allow_pickle=False)
+    assert result.n_dropped_at_edges == 0
+    assert len(X) == len(result.table) == len(events)
+    assert result.table["event_id"].tolist() == events["event_id"].tolist()
+    assert result.table["split"].tolist() == events["split"].tolist()
+    bump = bump_at_300ms(X, params.tmin, SFREQ / params.decim)
+    has_bump = bump > BUMP_UV / 2
+    assert has_bump.sum() == events["y"].sum() > 0
+    np.testing.assert_array_equal(has_bump.astype(int), result.table["y"].to_numpy())
+
+
+def test_edge_events_dropped_counted_and_labels_aligned(tmp_path):
+    # Targets 20 samples after the start and 50 before the end: their windows
+    # (-0.2 .. 0.8 s) do not fit and must be dropped, not shifted onto other labels.
+    n_events = 40
+    n_times = int((1.0 + n_events + 1.0) * SFREQ)
+    fif, events, n = make_recording(tmp_path, n_events=n_events,
+                                    extra=[(20, 1), (n_times - 50, 1)])
+    assert n == n_times
+    result, params = run(fif, events, tmp_path)
+    X = np.load(result.part, allow_pickle=False)
+    assert result.n_dropped_at_edges == 2
+    assert len(X) == len(result.table) == len(events) - 2
+    inner = events.iloc[1:-1]
+    assert result.table["event_id"].tolist() == inner["event_id"].tolist()
+    assert result.table["y"].tolist() == inner["y"].tolist()
+    has_bump = bump_at_300ms(X, params.tmin, SFREQ / params.decim) > BUMP_UV / 2
+    np.testing.assert_array_equal(has_bump.astype(int), result.table["y"].to_numpy())
+
+
+def test_every_event_outside_gives_no_part(tmp_path):
+    fif, events, _ = make_recording(tmp_path, n_events=3)
+    result, _ = run(fif, events, tmp_path, tmin=-5.0, tmax=5.0)
+    assert result.part is None
+    assert result.n_dropped_at_edges == 3 and result.table.empty
+
+
+def test_dropped_channels_are_zero(tmp_path):
+    fif, events, _ = make_recording(tmp_path)
+    result, params = run(fif, events, tmp_path, drop=["C2", "C4"])
+    X = np.load(result.part, allow_pickle=False)
+    assert X.dtype == np.float32
+    assert X.shape == (len(events), 4, int(round((params.tmax - params.tmin) * SFREQ
+                                                 / params.decim)) + 1)
+    assert np.all(X[:, [1, 3]] == 0)
+    assert np.all(np.abs(X[:, [0, 2]]).max(axis=2) > 0)
+    has_bump = bump_at_300ms(X[:, [0, 2]], params.tmin, SFREQ / params.decim) > BUMP_UV / 2
+    np.testing.assert_array_equal(has_bump.astype(int), result.table["y"].to_numpy())
+
+
+def test_epoch_recording_checks_nyquist_first(tmp_path):
+    fif, events, _ = make_recording(tmp_path, n_events=5)
+    with pytest.raises(OddpipeError, match=r"at or above the Nyquist"):
+        run(fif, events, tmp_path, h_freq=70.0, decim=4)  # Nyquist 62.5 Hz
+    assert not list(tmp_path.glob("*.npy"))
+
+
+def test_notch_removes_line_noise(tmp_path):
+    fif, events, _ = make_recording(tmp_path, n_events=10)
+    raw = mne.io.read_raw_fif(fif, preload=True, verbose="error")
+    raw._data[0] += 50e-6 * np.sin(2 * np.pi * 60 * raw.times)
+    raw.save(fif, overwrite=True, verbose="error")
+
+    def power_60(notch):
+        result, _ = run(fif, events, tmp_path, notch=notch, l_freq=None, h_freq=None,
+                        decim=1, baseline=False)
+        x = np.load(result.part, allow_pickle=False)[:, 0].astype(float)
+        spec = np.abs(np.fft.rfft(x - x.mean(axis=1, keepdims=True), axis=1)) ** 2
+        freqs = np.fft.rfftfreq(x.shape[1], 1 / SFREQ)
+        return spec[:, np.abs(freqs - 60) < 1.5].mean()
+
+    assert power_60(notch=True) < power_60(notch=False) / 100

@@ -1,0 +1,240 @@
+"""Ingest: exact events from the demo EDFs, channels matched by name, bad files reported
+by name under both on_error policies, stim-channel edge cases, channel-name cleanup."""
+from collections import Counter
+
+import mne
+import numpy as np
+import pytest
+
+from oddpipe.errors import OddpipeError
+from oddpipe.ingest import normalize_channel_name, run_ingest
+from tests.conftest import SMALL_SPEC, make_params
+
+SFREQ = 250.0
+N_TIMES = 2500
+NAMES = ["EEG Fz-REF", "EEG Cz-REF", "EEG Pz-REF", "EEG Oz-REF"]
+
+
+def write_fif(path, names, data, stim):
+    """A FIF with EEG channels `names` (rows of data, volts) and a stim channel STI."""
+    info = mne.create_info(list(names) + ["STI"], SFREQ, ["eeg"] * len(names) + ["stim"])
+    raw = mne.io.RawArray(np.vstack([data, stim[None]]), info, verbose="error")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw.save(path, verbose="error")
+    return path
+
+
+def stim_with(pulses):
+    """A stim channel with 3-sample pulses {start sample: code}."""
+    stim = np.zeros(N_TIMES)
+    for start, code in pulses.items():
+        stim[start:start + 3] = code
+    return stim
+
+
+def fif_params(raw_dir, **ingest):
+    values = dict(pattern="**/*_raw.fif", event_source="stim", stim_channel="STI",
+                  events={"target": [2], "nontarget": [1]})
+    values.update(ingest)
+    return make_params(raw_dir, ingest=values).ingest
+
+
+@pytest.fixture
+def fif_dir(tmp_path):
+    """Two good FIF recordings: 1 target at sample 0, 2 non-targets, 1 unmapped (code 3)."""
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((len(NAMES), N_TIMES)) * 1e-5
+    stim = stim_with({0: 2, 500: 1, 1000: 3, 1500: 1})
+    raw_dir = tmp_path / "raw"
+    write_fif(raw_dir / "sub-01" / "sub-01_run-01_raw.fif", NAMES, data, stim)
+    write_fif(raw_dir / "sub-02" / "sub-02_run-01_raw.fif", NAMES, data, stim)
+    return raw_dir
+
+
+# ---- the demo dataset ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo_ingest(small_demo, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ingest")
+    return (*run_ingest(make_params(small_demo["raw_dir"]).ingest, out), out)
+
+
+def edf_truth(raw_dir):
+    """Per recording: Counter of annotation descriptions and the onsets in samples,
+    read straight from the EDF files with MNE."""
+    truth = {}
+    for path in sorted(raw_dir.rglob("*.edf")):
+        raw = mne.io.read_raw_edf(path, verbose="error")
+        ann = raw.annotations
+        truth[path.name.removesuffix(".edf")] = (
+            Counter(ann.description), np.round(ann.onset * raw.info["sfreq"]).astype(int))
+    return truth
+
+
+def test_demo_event_counts_are_exact(small_demo, demo_ingest):
+    recordings, events, report, _ = demo_ingest
+    truth = edf_truth(small_demo["raw_dir"])
+    n_files = SMALL_SPEC.n_subjects * SMALL_SPEC.n_runs
+    assert len(truth) == n_files == len(recordings) == len(report)
+    assert (report["status"] == "ok").all()
+    for rec, (counts, onsets) in truth.items():
+        ev = events[events["recording"] == rec]
+        row = recordings.set_index("recording").loc[rec]
+        assert counts["target"] + counts["standard"] == sum(counts.values())
+        assert (row.n_target, row.n_nontarget, row.n_unmapped) == (
+            counts["target"], counts["standard"], 0)
+        assert int(ev["y"].sum()) == counts["target"]
+        assert int((ev["y"] == 0).sum()) == counts["standard"]
+        assert ev["sample"].tolist() == onsets.tolist()
+        assert (ev["label"] == np.where(ev["y"] == 1, "target", "nontarget")).all()
+
+
+def test_demo_tables_are_consistent(small_demo, demo_ingest):
+    recordings, events, _, _ = demo_ingest
+    totals = {k: sum(c[k] for c, _ in edf_truth(small_demo["raw_dir"]).values())
+              for k in ("target", "standard")}
+    assert len(events) == totals["target"] + totals["standard"]
+    assert int(events["y"].sum()) == totals["target"]
+    assert events["event_id"].tolist() == list(range(len(events)))
+    assert sorted(recordings["subject"].unique()) == ["01", "02", "03"]
+    assert sorted(recordings["run"].unique()) == ["01", "02", "03"]
+    assert (recordings["sfreq"] == SMALL_SPEC.sfreq).all()
+    assert (recordings["n_channels"] == len(SMALL_SPEC.ch_names)).all()
+    assert (recordings["n_times"] == int(SMALL_SPEC.duration_s * SMALL_SPEC.sfreq)).all()
+
+
+def test_demo_fif_keeps_named_channels_float32(demo_ingest):
+    recordings, _, _, out = demo_ingest
+    assert sorted(p.name for p in out.iterdir()) == sorted(recordings["fif"])
+    raw = mne.io.read_raw_fif(out / recordings["fif"].iloc[0], verbose="error")
+    assert raw.orig_format == "single"
+    assert raw.ch_names == SMALL_SPEC.ch_names
+    assert raw.info["sfreq"] == SMALL_SPEC.sfreq
+    assert len(raw.annotations) == 0  # labels live in events.tsv only
+
+
+# ---- channels by name --------------------------------------------------------------
+
+def test_channels_matched_by_name_not_position(tmp_path):
+    rng = np.random.default_rng(1)
+    data = rng.standard_normal((len(NAMES), N_TIMES)) * 1e-5
+    stim = stim_with({100: 2, 600: 1})
+    raw_dir = tmp_path / "raw"
+    write_fif(raw_dir / "sub-01" / "sub-01_a_raw.fif", NAMES, data, stim)
+    write_fif(raw_dir / "sub-02" / "sub-02_b_raw.fif", NAMES[::-1], data[::-1], stim)
+    recordings, _, _ = run_ingest(fif_params(raw_dir), tmp_path / "out")
+    first, second = (mne.io.read_raw_fif(tmp_path / "out" / f, preload=True, verbose="error")
+                     for f in recordings["fif"])
+    assert first.ch_names == second.ch_names == ["Fz", "Cz", "Pz", "Oz"]
+    for name in ("Fz", "Oz"):
+        np.testing.assert_array_equal(first.get_data(picks=[name]),
+                                      second.get_data(picks=[name]))
+    expected = data[NAMES.index("EEG Cz-REF")].astype(np.float32)
+    np.testing.assert_allclose(second.get_data(picks=["Cz"])[0], expected, rtol=1e-6)
+
+
+def test_only_channels_common_to_all_files_are_kept(tmp_path):
+    rng = np.random.default_rng(2)
+    stim = stim_with({100: 2, 600: 1})
+    raw_dir = tmp_path / "raw"
+    write_fif(raw_dir / "sub-01" / "sub-01_raw.fif", NAMES,
+              rng.standard_normal((4, N_TIMES)) * 1e-5, stim)
+    write_fif(raw_dir / "sub-02" / "sub-02_raw.fif", ["Oz", "T7", "Fz"],
+              rng.standard_normal((3, N_TIMES)) * 1e-5, stim)
+    recordings, _, _ = run_ingest(fif_params(raw_dir), tmp_path / "out")
+    assert (recordings["n_channels"] == 2).all()
+    for fif in recordings["fif"]:
+        assert mne.io.read_info(tmp_path / "out" / fif, verbose="error")["ch_names"] == [
+            "Fz", "Oz"]
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("EEG Fz-REF", "Fz"), ("EEG_Cz_REF", "Cz"), ("  eeg pz-ref ", "pz"), ("Oz", "Oz"),
+    ("EEG Fp1-Ref", "Fp1"), ("LA1", "LA1"),
+])
+def test_channel_name_normalization(name, expected):
+    assert normalize_channel_name(name) == expected
+
+
+# ---- stim channel events -----------------------------------------------------------
+
+def test_stim_events_initial_event_and_unmapped(fif_dir, tmp_path):
+    recordings, events, report = run_ingest(fif_params(fif_dir), tmp_path / "out")
+    assert len(recordings) == 2
+    first = events[events["recording"] == recordings["recording"].iloc[0]]
+    assert first["sample"].tolist() == [0, 500, 1500]  # the sample-0 event is kept
+    assert first["code"].tolist() == ["2", "1", "1"]
+    assert first["y"].tolist() == [1, 0, 0]
+    assert first["onset_s"].tolist() == [0.0, 2.0, 6.0]
+    assert recordings["n_unmapped"].tolist() == [1, 1]
+    assert report["n_unmapped"].tolist() == [1, 1]
+    assert (report["n_target"] == 1).all() and (report["n_nontarget"] == 2).all()
+    assert (report["event_source"] == "stim").all()
+
+
+def test_several_codes_per_class(fif_dir, tmp_path):
+    params = fif_params(fif_dir, events={"target": [2, 3], "nontarget": [1]})
+    recordings, events, _ = run_ingest(params, tmp_path / "out")
+    assert recordings["n_target"].tolist() == [2, 2]
+    assert recordings["n_unmapped"].tolist() == [0, 0]
+    assert len(events) == 8
+
+
+# ---- bad files ---------------------------------------------------------------------
+
+@pytest.fixture
+def bad_dir(fif_dir):
+    """fif_dir plus garbage with an unknown extension, garbage named .fif, and a FIF whose
+    only events are unmapped."""
+    (fif_dir / "sub-03").mkdir()
+    (fif_dir / "sub-03" / "sub-03_notes.xyz").write_bytes(b"\x00garbage" * 50)
+    (fif_dir / "sub-04").mkdir()
+    (fif_dir / "sub-04" / "sub-04_run-01_raw.fif").write_bytes(b"not a fif at all" * 64)
+    write_fif(fif_dir / "sub-05" / "sub-05_run-01_raw.fif", NAMES,
+              np.random.default_rng(3).standard_normal((4, N_TIMES)) * 1e-5,
+              stim_with({200: 7, 900: 7}))
+    return fif_dir
+
+
+def test_bad_files_skipped_and_reported(bad_dir, tmp_path):
+    recordings, events, report = run_ingest(fif_params(bad_dir, pattern="**/*"),
+                                            tmp_path / "out")
+    assert sorted(recordings["subject"]) == ["01", "02"]
+    assert set(events["subject"]) == {"01", "02"}
+    status = dict(zip(report["file"].map(lambda f: f.rsplit("/", 1)[-1]), report["status"]))
+    assert status == {
+        "sub-01_run-01_raw.fif": "ok", "sub-02_run-01_raw.fif": "ok",
+        "sub-03_notes.xyz": "error", "sub-04_run-01_raw.fif": "error",
+        "sub-05_run-01_raw.fif": "error",
+    }
+    reasons = report.set_index(report["file"].map(lambda f: f.rsplit("/", 1)[-1]))["reason"]
+    assert "MNE cannot read it" in reasons["sub-03_notes.xyz"]
+    assert "MNE cannot read it" in reasons["sub-04_run-01_raw.fif"]
+    assert "no usable events" in reasons["sub-05_run-01_raw.fif"]
+    assert "2 found, none mapped" in reasons["sub-05_run-01_raw.fif"]
+    no_events = report[report["file"].str.endswith("sub-05_run-01_raw.fif")].iloc[0]
+    assert (no_events["n_target"], no_events["n_nontarget"], no_events["n_unmapped"]) == (0, 0, 2)
+
+
+def test_bad_files_fail_the_run_by_name(bad_dir, tmp_path):
+    with pytest.raises(OddpipeError) as info:
+        run_ingest(fif_params(bad_dir, pattern="**/*", on_error="fail"), tmp_path / "out")
+    msg = str(info.value)
+    for name in ("sub-03_notes.xyz", "sub-04_run-01_raw.fif", "sub-05_run-01_raw.fif"):
+        assert name in msg
+    assert "sub-01_run-01_raw.fif" not in msg
+    assert not (tmp_path / "out").exists()  # failed before writing anything
+
+
+def test_no_usable_recording_names_every_file(tmp_path):
+    raw_dir = tmp_path / "raw"
+    write_fif(raw_dir / "sub-01" / "sub-01_raw.fif", NAMES,
+              np.zeros((4, N_TIMES)), stim_with({}))
+    with pytest.raises(OddpipeError, match=r"no usable recording(.|\n)*sub-01_raw\.fif"):
+        run_ingest(fif_params(raw_dir), tmp_path / "out")
+
+
+def test_no_matching_files_says_so(tmp_path):
+    (tmp_path / "raw").mkdir()
+    with pytest.raises(OddpipeError, match=r"no files match ingest\.pattern"):
+        run_ingest(fif_params(tmp_path / "raw"), tmp_path / "out")

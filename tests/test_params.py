@@ -1,0 +1,118 @@
+"""params.yaml schema: valid configs load; typos, bad types and impossible combinations
+fail with one line per problem; a stage exits 2 on bad params without a traceback."""
+import copy
+
+import pytest
+import yaml
+
+import stages.sample
+from oddpipe.errors import ParamsError
+from oddpipe.params import load_params, parse_params
+from tests.conftest import REPO, default_params
+
+
+def problems(**changes):
+    """Problems reported for the default params with {section: {key: value}} merged in."""
+    raw = copy.deepcopy(default_params())
+    for section, values in changes.items():
+        raw.setdefault(section, {}).update(values)
+    with pytest.raises(ParamsError) as info:
+        parse_params(raw)
+    return info.value.problems
+
+
+@pytest.mark.parametrize("path", ["params.yaml", "configs/muse_visual_p300.yaml"])
+def test_shipped_configs_validate(path):
+    params = load_params(REPO / path)
+    assert params.filter.tmin < params.filter.tmax
+    assert params.ingest.events.target and params.ingest.events.nontarget
+
+
+def test_muse_config_reads_the_stim_channel():
+    params = load_params(REPO / "configs/muse_visual_p300.yaml")
+    assert params.ingest.event_source == "stim"
+    assert params.ingest.stim_channel == "STI"
+    assert [str(c) for c in params.ingest.events.target] == ["2"]
+    assert [str(c) for c in params.ingest.events.nontarget] == ["1"]
+
+
+def test_unknown_key_suggests_the_close_name():
+    assert problems(filter={"h_frq": 30}) == [
+        "params.yaml: unknown key 'filter.h_frq' (did you mean 'h_freq'?)"]
+
+
+@pytest.mark.parametrize("changes, key, hint", [
+    ({"filtr": {}}, "filtr", "filter"),
+    ({"execution": {"n_jobz": 2}}, "execution.n_jobz", "n_jobs"),
+    ({"ingest": {"events": {"target": ["target"], "nontarget": ["standard"],
+                            "targt": ["x"]}}}, "ingest.events.targt", "target"),
+])
+def test_unknown_key_at_any_depth(changes, key, hint):
+    found = problems(**changes)
+    assert len(found) == 1
+    assert f"unknown key '{key}'" in found[0]
+    assert f"did you mean '{hint}'" in found[0]
+
+
+def test_unknown_key_without_close_match_has_no_hint():
+    found = problems(filter={"zzzzzz": 1})
+    assert len(found) == 1 and "did you mean" not in found[0]
+
+
+@pytest.mark.parametrize("tmin, tmax", [(0.5, 0.5), (0.9, 0.8)])
+def test_tmin_not_below_tmax_fails(tmin, tmax):
+    found = problems(filter={"tmin": tmin, "tmax": tmax})
+    assert len(found) == 1
+    assert f"tmin ({tmin}) must be below tmax ({tmax})" in found[0]
+
+
+def test_each_problem_is_one_line():
+    found = problems(filter={"h_frq": 30, "tmin": "soon"}, train={"lr": -1.0})
+    assert len(found) == 3
+    assert all("\n" not in line for line in found)
+    assert sorted(line.split(":")[1].strip().split(" ")[0] for line in found) == [
+        "filter.tmin", "train.lr", "unknown"]
+
+
+def test_wrongly_typed_event_code_is_one_problem_one_line():
+    # One bad value in a list[str | int] is one problem, whatever pydantic's union does.
+    found = problems(ingest={"events": {"target": [{"a": 1}], "nontarget": ["standard"]}})
+    assert len(found) == 1, found
+    assert "ingest.events.target.0" in found[0]
+
+
+def test_codes_in_both_classes_fail():
+    found = problems(ingest={"events": {"target": [1, 2], "nontarget": ["2"]}})
+    assert len(found) == 1 and "['2']" in found[0] and "both" in found[0]
+
+
+def test_missing_raw_dir_is_named():
+    raw = copy.deepcopy(default_params())
+    del raw["ingest"]["raw_dir"]
+    with pytest.raises(ParamsError) as info:
+        parse_params(raw)
+    assert info.value.problems == ["params.yaml: missing required key 'ingest.raw_dir'"]
+
+
+def test_stage_exits_2_with_one_stderr_line_per_problem(tmp_path, capsys):
+    raw = copy.deepcopy(default_params())
+    raw["filter"]["h_frq"] = 30
+    raw["train"]["lr"] = "fast"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    code = stages.sample.main(["--params", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 2, err
+    assert any("did you mean 'h_freq'" in line for line in lines)
+    assert any("train.lr" in line for line in lines)
+    assert "Traceback" not in err
+
+
+def test_stage_exits_2_on_broken_yaml(tmp_path, capsys):
+    path = tmp_path / "params.yaml"
+    path.write_text("filter: [unclosed\n")
+    assert stages.sample.main(["--params", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
