@@ -17,6 +17,7 @@ from oddpipe.errors import OddpipeError
 from oddpipe.params import Filter
 
 SPLITS = ("train", "val", "test")
+NOTCH_MARGIN_HZ = 2.0  # a notch needs its transition band below Nyquist
 EPOCH_COLUMNS = ["event_id", "recording", "subject", "y"]
 
 
@@ -29,8 +30,8 @@ class RecordingEpochs:
 
 
 def notch_freqs(line_freq: float, sfreq: float) -> np.ndarray:
-    """Line frequency and its harmonics strictly below Nyquist."""
-    return np.arange(line_freq, sfreq / 2, line_freq)
+    """Line frequency and its harmonics whose notch fits below Nyquist."""
+    return np.arange(line_freq, sfreq / 2 - NOTCH_MARGIN_HZ, line_freq)
 
 
 def check_rates(params: Filter, sfreq: float) -> None:
@@ -44,16 +45,17 @@ def check_rates(params: Filter, sfreq: float) -> None:
         )
 
 
-def filter_raw(raw: mne.io.BaseRaw, params: Filter, line_freq: float) -> mne.io.BaseRaw:
+def filter_raw(raw: mne.io.BaseRaw, params: Filter, line_freq: float | None) -> mne.io.BaseRaw:
+    """Notch (when a line frequency is known) and band-pass the good channels in place."""
     picks = [c for c in raw.ch_names if c not in raw.info["bads"]]
-    if params.notch and len(notch_freqs(line_freq, raw.info["sfreq"])):
+    if params.notch and line_freq and len(notch_freqs(line_freq, raw.info["sfreq"])):
         raw.notch_filter(notch_freqs(line_freq, raw.info["sfreq"]), picks=picks, verbose="error")
     if params.l_freq or params.h_freq:
         raw.filter(params.l_freq, params.h_freq, picks=picks, verbose="error")
     return raw
 
 
-def epoch_recording(fif: Path, recording: str, events: pd.DataFrame, line_freq: float,
+def epoch_recording(fif: Path, recording: str, events: pd.DataFrame, line_freq: float | None,
                     drop_channels: list[str], params: Filter, parts_dir: Path) -> RecordingEpochs:
     """Filter one continuous recording and cut its labelled events into epochs."""
     raw = mne.io.read_raw_fif(fif, preload=True, verbose="error")
@@ -124,7 +126,8 @@ def run_filter(recordings: pd.DataFrame, events: pd.DataFrame, decisions: dict[s
     parts_dir = out_dir / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(ingest_dir / r.fif, r.recording, events[events["recording"] == r.recording],
-             float(r.line_freq), [c for c, m in zip(channels, masks[r.recording]) if m])
+             decisions[r.recording]["line_freq"],
+             [c for c, m in zip(channels, masks[r.recording]) if m])
             for r in keep.itertuples()]
     work = partial(_epoch_job, params=params, parts_dir=parts_dir)
     parts = map_recordings(work, jobs, n_jobs, backend)

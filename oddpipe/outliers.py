@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import mne
 import numpy as np
 import pandas as pd
-from scipy.signal import detrend
 
 from oddpipe.errors import OddpipeError
 from oddpipe.params import Outliers
@@ -20,6 +19,7 @@ from oddpipe.params import Outliers
 PEAK_HALF_WIDTH_HZ = 0.5
 NEIGHBOUR_HZ = (2.0, 6.0)
 MAD_FLOOR = 0.1  # log10 units: a 26 % amplitude spread is never "tight"
+AUTO_MIN_DB = 10.0  # a line peak 10x above its neighbours is "clear"
 
 
 @dataclass
@@ -47,20 +47,39 @@ def read_segments(raw: mne.io.BaseRaw, starts: np.ndarray, seg_len: int) -> np.n
     return np.stack([raw.get_data(start=s, stop=s + seg_len) for s in starts])
 
 
-def harmonics_below_nyquist(line_freq: float, sfreq: float) -> np.ndarray:
-    """Line frequency and harmonics whose neighbourhood fits below Nyquist."""
-    top = sfreq / 2 - NEIGHBOUR_HZ[1]
-    return np.arange(line_freq, top, line_freq) if line_freq < top else np.empty(0)
+def detrend_linear(x: np.ndarray) -> np.ndarray:
+    """Remove the mean and the linear trend along the last axis (DC and slow drift)."""
+    t = np.arange(x.shape[-1], dtype=float)
+    t -= t.mean()
+    x = x - x.mean(axis=-1, keepdims=True)
+    slope = (x @ t) / (t @ t)
+    return x - slope[..., None] * t
 
 
-def line_ratio_db(freqs: np.ndarray, psd: np.ndarray, line_freq: float,
-                  sfreq: float) -> tuple[np.ndarray, np.ndarray]:
-    """Peak power at each harmonic over the median of neighbouring bins (peaks excluded).
+def observable_lines(line_freq: float, sfreq: float) -> tuple[np.ndarray, str]:
+    """Frequencies where this line frequency shows up, and a note on what was skipped.
 
-    Returns (max over harmonics, fundamental) in dB per channel; 0 where not observable.
+    Harmonics whose neighbourhood reaches Nyquist are skipped; a line frequency above
+    Nyquist is checked at its alias when that is observable.
     """
-    harmonics = harmonics_below_nyquist(line_freq, sfreq)
-    ratios = np.zeros((psd.shape[0], max(len(harmonics), 1)))
+    nyquist, top = sfreq / 2, sfreq / 2 - NEIGHBOUR_HZ[1]
+    if line_freq < top:
+        harmonics = np.arange(line_freq, top, line_freq)
+        skipped = np.arange(line_freq * (len(harmonics) + 1), nyquist + 1e-9, line_freq)
+        note = (f"harmonics at {', '.join(f'{f:g}' for f in skipped)} Hz skipped "
+                f"(too close to Nyquist, {nyquist:g} Hz)") if len(skipped) else ""
+        return harmonics, note
+    alias = abs(line_freq - sfreq * round(line_freq / sfreq))
+    if NEIGHBOUR_HZ[1] < alias < top:
+        return np.array([alias]), (f"{line_freq:g} Hz is at or above Nyquist ({nyquist:g} Hz); "
+                                   f"checked its alias at {alias:g} Hz")
+    return np.empty(0), (f"{line_freq:g} Hz is not observable at {sfreq:g} Hz "
+                         f"(alias {alias:g} Hz too close to 0 Hz or Nyquist); line noise not checked")
+
+
+def harmonic_ratios_db(freqs: np.ndarray, psd: np.ndarray, harmonics: np.ndarray) -> np.ndarray:
+    """(channels, harmonics): peak power over the median of neighbouring bins, in dB."""
+    ratios = np.zeros((psd.shape[0], len(harmonics)))
     near_any = np.zeros(len(freqs), dtype=bool)
     for f in harmonics:
         near_any |= np.abs(freqs - f) < 1.0
@@ -71,32 +90,79 @@ def line_ratio_db(freqs: np.ndarray, psd: np.ndarray, line_freq: float,
         floor = np.median(psd[:, ring], axis=1)
         ratios[:, k] = 10 * np.log10(np.maximum(peak, 1e-300) / np.maximum(floor, 1e-300))
     ratios[~np.isfinite(ratios)] = 0.0
+    return ratios
+
+
+def line_ratio_db(freqs: np.ndarray, psd: np.ndarray, line_freq: float,
+                  sfreq: float) -> tuple[np.ndarray, np.ndarray]:
+    """Line-noise ratio per channel: (max over observable harmonics, fundamental) in dB;
+    0 where nothing is observable."""
+    harmonics, _ = observable_lines(line_freq, sfreq)
+    if not len(harmonics):
+        zeros = np.zeros(psd.shape[0])
+        return zeros, zeros
+    ratios = harmonic_ratios_db(freqs, psd, harmonics)
     return ratios.max(axis=1), ratios[:, 0]
 
 
-def segment_features(segs: np.ndarray, sfreq: float, line_freq: float,
-                     ch_names: list[str]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Features of (segments, channels, times) data: non-finite first, then amplitude, PSD."""
+def detect_line_freq(freqs: np.ndarray, psd: np.ndarray, sfreq: float,
+                     min_db: float = AUTO_MIN_DB) -> tuple[float | None, str]:
+    """50 or 60 Hz when one channel at least shows a clear peak there, else None: never
+    a guess on noise."""
+    scores = {}
+    for f in (50.0, 60.0):
+        harmonics, _ = observable_lines(f, sfreq)
+        if len(harmonics):
+            scores[f] = float(harmonic_ratios_db(freqs, psd, harmonics[:1]).max())
+    if not scores or max(scores.values()) < min_db:
+        shown = ", ".join(f"{f:g} Hz: {v:.1f} dB" for f, v in scores.items()) or "unobservable"
+        return None, f"line frequency auto: no clear peak ({shown}); line noise not checked"
+    best = max(scores, key=scores.get)
+    return best, f"line frequency auto: {best:g} Hz ({scores[best]:.0f} dB peak)"
+
+
+def segment_features(segs: np.ndarray, sfreq: float, line_freq: float | str,
+                     ch_names: list[str]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """Features of (segments, channels, times) data: non-finite first, then amplitude, PSD.
+
+    line_freq may be "auto". Returns (table, freqs, mean PSD, per-window log10 std).
+    """
     nonfinite = (~np.isfinite(segs)).sum(axis=(0, 2))
-    segs = detrend(np.nan_to_num(segs, nan=0.0, posinf=0.0, neginf=0.0), axis=-1)
+    segs = detrend_linear(np.nan_to_num(segs, nan=0.0, posinf=0.0, neginf=0.0))
     seg_std = segs.std(axis=-1)  # (segments, channels)
     std = np.median(seg_std, axis=0)
     n_fft = min(segs.shape[-1], int(2 * sfreq))
     psd, freqs = mne.time_frequency.psd_array_welch(
         segs, sfreq, fmin=0, fmax=sfreq / 2, n_fft=n_fft, verbose="error")
     psd = psd.mean(axis=0)
-    ratio_max, ratio_fund = line_ratio_db(freqs, psd, line_freq, sfreq)
+    if line_freq == "auto":
+        used, note = detect_line_freq(freqs, psd, sfreq)
+    else:
+        used, note = float(line_freq), observable_lines(float(line_freq), sfreq)[1]
+    ratio_max, ratio_fund = (line_ratio_db(freqs, psd, used, sfreq) if used
+                             else (np.zeros(len(ch_names)), np.zeros(len(ch_names))))
     table = pd.DataFrame({
         "channel": ch_names, "n_nonfinite": nonfinite, "std": std,
         "ptp": np.ptp(segs, axis=-1).max(axis=0),
         "log_std": np.log10(np.maximum(std, 1e-30)),
+        "line_freq": used if used else np.nan, "line_note": note,
         "line_ratio_db": ratio_max, "line_ratio_fundamental_db": ratio_fund,
     })
     window_log_std = np.log10(np.maximum(seg_std, 1e-30))
     return table, freqs, psd, window_log_std
 
 
-def scan_recording(fif: str, recording: str, line_freq: float, params: Outliers) -> RecordingFeatures:
+def scan_array(data: np.ndarray, sfreq: float, ch_names: list[str], line_freq: float | str,
+               recording: str, params: Outliers) -> RecordingFeatures:
+    """(b) the scan on an in-memory (channels, times) array: n systematic segments."""
+    seg_len = int(round(params.segment_s * sfreq))
+    starts = scan_starts(data.shape[1], seg_len, params.n_segments)
+    segs = np.stack([data[:, s:s + seg_len] for s in starts])
+    table, freqs, psd, _ = segment_features(segs, sfreq, line_freq, ch_names)
+    return RecordingFeatures(recording, table, freqs, psd)
+
+
+def scan_recording(fif: str, recording: str, line_freq: float | str, params: Outliers) -> RecordingFeatures:
     """(b) the scan: systematic segments over the whole recording."""
     raw = mne.io.read_raw_fif(fif, preload=False, verbose="error")
     sfreq = raw.info["sfreq"]
@@ -110,7 +176,7 @@ def scan_recording(fif: str, recording: str, line_freq: float, params: Outliers)
     return RecordingFeatures(recording, table, freqs, psd)
 
 
-def sample_recording(fif: str, recording: str, samples: np.ndarray, line_freq: float,
+def sample_recording(fif: str, recording: str, samples: np.ndarray, line_freq: float | str,
                      window: tuple[float, float] = (-0.2, 0.8)) -> RecordingFeatures | None:
     """(a) the story's check: the same features on windows around sampled events."""
     raw = mne.io.read_raw_fif(fif, preload=False, verbose="error")
@@ -181,12 +247,28 @@ def decide(flags: pd.DataFrame, params: Outliers) -> dict[str, dict]:
             action, dropped = ("drop_recording", list(part["channel"]))
         else:
             action, dropped = ("drop_channels", list(bad["channel"]))
+        line = part["line_freq"].iloc[0]
         decisions[rec] = {
             "subject": str(part["subject"].iloc[0]), "action": action,
+            "line_freq": None if pd.isna(line) else float(line),
+            "line_note": str(part["line_note"].iloc[0]),
             "drop_channels": dropped, "bad_fraction": round(fraction, 4),
             "flags": dict(zip(bad["channel"], bad["reasons"])),
         }
     return decisions
+
+
+def parse_line_freq(value: object) -> float | str:
+    return "auto" if str(value) == "auto" else float(value)
+
+
+def global_line_noise(flags: pd.DataFrame, min_db: float = AUTO_MIN_DB) -> dict:
+    """Is line noise everywhere? Then flags rank channels instead of drowning the report."""
+    noisy = flags["line_ratio_db"] > min_db
+    fraction = float(noisy.mean()) if len(flags) else 0.0
+    return {"line_noise_global": bool(fraction > 0.5),
+            "fraction_channels_line_noise": round(fraction, 4),
+            "median_line_ratio_db": round(float(flags["line_ratio_db"].median()), 2)}
 
 
 @dataclass
@@ -208,7 +290,7 @@ def detect(recordings: pd.DataFrame, sample: pd.DataFrame, fif_dir, params: Outl
     """Scan every recording, check the inspection sample, decide on the scan."""
     from oddpipe.parallel import map_recordings
 
-    jobs = [(str(fif_dir / r.fif), r.recording, float(r.line_freq),
+    jobs = [(str(fif_dir / r.fif), r.recording, parse_line_freq(r.line_freq),
              sample.loc[sample["recording"] == r.recording, "sample"].to_numpy())
             for r in recordings.itertuples()]
     scans = map_recordings(lambda j: scan_recording(j[0], j[1], j[2], params), jobs,
@@ -242,6 +324,8 @@ def summary_metrics(result: OutlierResult, events: pd.DataFrame) -> dict:
         "n_dropped_channels": int(sum(len(v["drop_channels"]) for v in d.values()
                                       if v["action"] == "drop_channels")),
         "max_line_excess_db": round(float(f["line_excess_db"].max()), 2),
+        "max_line_ratio_db": round(float(f["line_ratio_db"].max()), 2),
+        **global_line_noise(f),
         "fraction_events_removed": round(float(events["recording"].isin(dropped).mean()), 4),
         "sample_recordings_covered": int(f.loc[sampled, "recording"].nunique()),
         "sample_found_of_scan_flags": len(scan_set & sample_set),

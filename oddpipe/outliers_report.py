@@ -19,7 +19,7 @@ from oddpipe.outliers import OutlierResult  # noqa: E402
 
 def _png(fig: plt.Figure) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
@@ -100,10 +100,29 @@ def decision_table(decisions: dict[str, dict]) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(d['subject'])}</td><td>{html.escape(rec)}</td>"
         f"<td>{d['action']}</td><td>{d['bad_fraction']:.0%}</td>"
-        f"<td>{html.escape('; '.join(f'{c}: {r}' for c, r in d['flags'].items()))}</td></tr>"
+        f"<td>{html.escape('; '.join(f'{c}: {r}' for c, r in d['flags'].items()))}</td>"
+        f"<td>{d['line_freq'] or 'none'} {html.escape(d['line_note'])}</td></tr>"
         for rec, d in decisions.items())
     return ("<table><tr><th>subject</th><th>recording</th><th>action</th>"
-            f"<th>flagged</th><th>reasons</th></tr>{rows}</table>")
+            f"<th>flagged</th><th>reasons</th><th>line frequency (Hz)</th></tr>{rows}</table>")
+
+
+def global_statement(metrics: dict) -> str:
+    """Say so when line noise is everywhere: then flags rank channels, they don't drown."""
+    if not metrics.get("line_noise_global"):
+        return ""
+    return (f"<p><b>Line noise is global:</b> {metrics['fraction_channels_line_noise']:.0%} of "
+            f"all recording x channel pairs show a line peak over 10 dB (median "
+            f"{metrics['median_line_ratio_db']} dB). Decisions use the excess over the dataset "
+            "median, so only the worst channels are flagged; the ranking below orders all.</p>")
+
+
+def ranking(flags: pd.DataFrame, top: int = 30) -> str:
+    """Channels ordered by line-noise ratio, worst first."""
+    cols = ["subject", "recording", "channel", "line_freq", "line_ratio_db", "line_excess_db",
+            "z_within", "flagged"]
+    worst = flags.sort_values("line_ratio_db", ascending=False).head(top)[cols]
+    return worst.to_html(index=False, float_format=lambda v: f"{v:.1f}", border=0)
 
 
 def write_report(path: Path, result: OutlierResult, metrics: dict) -> None:
@@ -111,9 +130,10 @@ def write_report(path: Path, result: OutlierResult, metrics: dict) -> None:
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>oddpipe outliers</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:2px 6px;font-size:12px;text-align:left}}</style></head><body>
-<h1>Outlier detection</h1><ul>{summary}</ul>
+<h1>Outlier detection</h1>{global_statement(metrics)}<ul>{summary}</ul>
 <h2>Line noise: subject x recording x channel</h2>{heatmap(result.flags)}
 <h2>Decisions</h2>{decision_table(result.decisions)}
+<h2>Ranking by line-noise ratio (top 30)</h2>{ranking(result.flags)}
 <h2>Flagged channels: PSD against the recording's median channel</h2>{flagged_psds(result)}
 <h2>Per-electrode log amplitude over the inspection sample</h2>{histograms(result)}
 </body></html>"""

@@ -48,7 +48,7 @@ class Ingest(Section):
     event_source: Literal["auto", "stim", "annotations"] = "auto"
     stim_channel: str | None = None
     events: EventMap
-    line_freq: float = Field(60.0, gt=0)
+    line_freq: float | Literal["auto"] = 60.0  # auto: 50 or 60 Hz per recording, or none
     on_error: Literal["fail", "skip"] = "skip"
 
 
