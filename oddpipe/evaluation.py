@@ -61,6 +61,7 @@ def lda_features(data: EpochSet, norm: dict, tmin: float, sfreq: float, n_bins: 
                  batch: int = 512) -> np.ndarray:
     """Normalized epochs averaged into n_bins post-stimulus time bins per channel."""
     start = max(0, int(round(-tmin * sfreq)))
+    n_bins = min(n_bins, data.X.shape[2] - start)  # never an empty bin
     edges = np.linspace(start, data.X.shape[2], n_bins + 1).round().astype(int)
     out = []
     for i in range(0, len(data.y), batch):

@@ -27,6 +27,30 @@ class RecordingEpochs:
     part: Path | None  # .npy of (epochs, channels, times) float32, None when no epoch
     table: pd.DataFrame  # EPOCH_COLUMNS + split, one row per epoch, in the array's order
     n_dropped_at_edges: int
+    n_dropped_nonfinite: int = 0
+    moments: dict[str, np.ndarray] | None = None  # train-split sums, see train_moments
+
+
+def train_moments(data: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-channel count, sum and sum of squares of train epochs, with the flagged channels
+    kept ("all") and without them ("clean"): what a naive z-score would have seen."""
+    finite = np.isfinite(data)
+    x = np.where(finite, data, 0.0).astype(np.float64)
+    all_n = finite.sum(axis=(0, 2)).astype(np.float64)
+    all_s, all_ss = x.sum(axis=(0, 2)), (x * x).sum(axis=(0, 2))
+    keep = ~mask
+    return {"all_n": all_n, "all_sum": all_s, "all_sumsq": all_ss,
+            "clean_n": all_n * keep, "clean_sum": all_s * keep, "clean_sumsq": all_ss * keep}
+
+
+def inflation_factors(moments: dict[str, np.ndarray]) -> np.ndarray:
+    """Per channel: z-score scale with flagged data kept over the scale without it."""
+    def std(prefix: str) -> np.ndarray:
+        n = np.maximum(moments[f"{prefix}_n"], 1)
+        mean = moments[f"{prefix}_sum"] / n
+        return np.sqrt(np.maximum(moments[f"{prefix}_sumsq"] / n - mean ** 2, 0))
+    clean = std("clean")
+    return np.where(clean > 0, std("all") / np.where(clean > 0, clean, 1), 1.0)
 
 
 def notch_freqs(line_freq: float, sfreq: float) -> np.ndarray:
@@ -35,7 +59,10 @@ def notch_freqs(line_freq: float, sfreq: float) -> np.ndarray:
 
 
 def check_rates(params: Filter, sfreq: float) -> None:
-    """h_freq must sit below the Nyquist of the rate after decimation."""
+    """l_freq below Nyquist; h_freq below the Nyquist of the rate after decimation."""
+    if params.l_freq is not None and params.l_freq >= sfreq / 2:
+        raise OddpipeError(f"filter.l_freq ({params.l_freq} Hz) is at or above the Nyquist "
+                           f"frequency ({sfreq / 2} Hz at {sfreq} Hz); lower l_freq")
     nyquist = sfreq / params.decim / 2
     if params.h_freq is not None and params.h_freq >= nyquist:
         raise OddpipeError(
@@ -60,9 +87,11 @@ def epoch_recording(fif: Path, recording: str, events: pd.DataFrame, line_freq: 
     """Filter one continuous recording and cut its labelled events into epochs."""
     raw = mne.io.read_raw_fif(fif, preload=True, verbose="error")
     check_rates(params, raw.info["sfreq"])
-    raw.info["bads"] = list(drop_channels)
+    # Flagged channels are filtered too (unless non-finite), so the normalize stage can say
+    # how much they would have inflated the scale; then they are zeroed and masked.
+    raw.info["bads"] = [c for c in drop_channels if not np.isfinite(raw.get_data(picks=[c])).all()]
     filter_raw(raw, params, line_freq)
-    raw.info["bads"] = []  # kept in the array (zeroed, masked) so every epoch has all channels
+    raw.info["bads"] = []
     mne_events = np.column_stack([events["sample"].to_numpy() + raw.first_samp,
                                   np.zeros(len(events), int), events["y"].to_numpy() + 1])
     epochs = mne.Epochs(raw, mne_events, event_id=None, tmin=params.tmin, tmax=params.tmax,
@@ -75,10 +104,16 @@ def epoch_recording(fif: Path, recording: str, events: pd.DataFrame, line_freq: 
         return RecordingEpochs(recording, None, table, len(events))
     data = epochs.get_data(copy=False).astype(np.float32)
     mask = np.isin(epochs.ch_names, drop_channels)
+    moments = train_moments(data[(table["split"] == "train").to_numpy()], mask)
     data[:, mask, :] = 0.0
+    finite = np.isfinite(data).all(axis=(1, 2))  # a NaN burst the scan missed stops here
+    if not finite.all():
+        data, table = data[finite], table[finite].reset_index(drop=True)
+    n_nonfinite = int((~finite).sum())
     part = parts_dir / f"{recording}.npy"
     np.save(part, data)
-    return RecordingEpochs(recording, part, table, len(events) - len(epochs))
+    return RecordingEpochs(recording, part, table, len(events) - len(epochs), n_nonfinite,
+                           moments)
 
 
 def assemble_split(parts: list[RecordingEpochs], split: str, n_ch: int, n_times: int,
@@ -137,14 +172,29 @@ def run_filter(recordings: pd.DataFrame, events: pd.DataFrame, decisions: dict[s
                            "ends?); check filter.tmin / filter.tmax")
     n_times = np.load(done[0].part, mmap_mode="r", allow_pickle=False).shape[2]
     tables = {s: assemble_split(parts, s, len(channels), n_times, masks, out_dir) for s in SPLITS}
+    check_splits(tables, sorted(set(recordings["recording"]) - set(keep["recording"])))
     for p in done:
         p.part.unlink()
     parts_dir.rmdir()
     sfreq = float(keep["sfreq"].iloc[0]) / params.decim
     info = {"channels": channels, "sfreq": sfreq, "tmin": params.tmin, "n_times": int(n_times),
             "dropped_recordings": sorted(set(recordings["recording"]) - set(keep["recording"])),
-            "dropped_at_edges": {p.recording: p.n_dropped_at_edges for p in parts}}
+            "dropped_at_edges": {p.recording: p.n_dropped_at_edges for p in parts},
+            "dropped_nonfinite": {p.recording: p.n_dropped_nonfinite for p in parts},
+            "train_moments": {k: np.sum([p.moments[k] for p in done], axis=0).tolist()
+                              for k in done[0].moments}}
     return {"info": info, "tables": tables}
+
+
+def check_splits(tables: dict[str, pd.DataFrame], dropped: list[str]) -> None:
+    """Every split still needs epochs of both classes after outlier removal."""
+    for split, table in tables.items():
+        if table.empty or table["y"].nunique() < 2:
+            what = "no epoch" if table.empty else f"one class only ({len(table)} epochs)"
+            raise OddpipeError(
+                f"the {split} split holds {what} after outlier removal (recordings dropped: "
+                f"{dropped or 'none'}); see reports/outliers.html, raise "
+                "outliers.max_bad_fraction or use outliers.action: drop_channel")
 
 
 def _epoch_job(job: tuple, params: Filter, parts_dir: Path) -> RecordingEpochs:

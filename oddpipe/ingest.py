@@ -5,7 +5,9 @@ one file at a time is loaded, reduced to the common channels and written as floa
 """
 from __future__ import annotations
 
+import logging
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +17,8 @@ import pandas as pd
 
 from oddpipe.errors import OddpipeError
 from oddpipe.params import Ingest
+
+log = logging.getLogger(__name__)
 
 EVENT_COLUMNS = ["sample", "onset_s", "code", "label", "y"]
 
@@ -102,23 +106,39 @@ def label_events(samples: np.ndarray, codes: list[str], sfreq: float,
 
 
 def data_channels(raw: mne.io.BaseRaw, ch_types: list[str]) -> dict[str, str]:
+    """Normalized name -> original name of the data channels; two channels that normalize
+    to one name are an error, never a silent loss."""
     picks = mne.pick_types(raw.info, exclude=[], **{t: True for t in ch_types})
-    return {normalize_channel_name(raw.ch_names[i]): raw.ch_names[i] for i in picks}
+    channels: dict[str, str] = {}
+    for i in picks:
+        name = normalize_channel_name(raw.ch_names[i])
+        if name in channels:
+            raise OddpipeError(f"channels '{channels[name]}' and '{raw.ch_names[i]}' both match "
+                               f"the name '{name}'; rename one of them in the file")
+        channels[name] = raw.ch_names[i]
+    return channels
 
 
-def scan_file(path: Path, raw_dir: Path, params: Ingest) -> FileScan:
-    """First pass over one file: entities, header, channels and labelled events."""
-    rel = path.relative_to(raw_dir).as_posix()
-    scan = FileScan(path=path, recording=path.name.split(".")[0])
-    try:
-        scan.__dict__.update(parse_entities(rel, params.path_regex))
-        raw = mne.io.read_raw(path, preload=False, verbose="error")
-    except OddpipeError as exc:
-        scan.error = str(exc)
-        return scan
-    except Exception as exc:  # MNE raises many types for unreadable files
-        scan.error = f"MNE cannot read it ({type(exc).__name__}: {exc}); check the file is complete"
-        return scan
+def open_raw(path: Path) -> mne.io.BaseRaw:
+    """Open a file with MNE; a header that disagrees with the file size is an error,
+    not a warning hidden in the log (a truncated file would pass as shorter)."""
+    with mne.utils.catch_logging(verbose="warning") as log_text, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the text is caught above and judged below
+        raw = mne.io.read_raw(path, preload=False, verbose="warning")
+    text = log_text.getvalue()
+    if "does not match the file size" in text or "truncat" in text.lower():
+        raise OddpipeError(f"the file looks truncated (MNE: {text.strip().splitlines()[0]}); "
+                           "copy it again from the source")
+    return raw
+
+
+def describe_codes(codes: list[str], limit: int = 8) -> str:
+    found = sorted(set(codes))
+    more = f" (+{len(found) - limit} more)" if len(found) > limit else ""
+    return ", ".join(repr(c) for c in found[:limit]) + more
+
+
+def _fill_scan(scan: FileScan, raw: mne.io.BaseRaw, params: Ingest) -> None:
     scan.sfreq, scan.n_times = float(raw.info["sfreq"]), raw.n_times
     scan.channels = data_channels(raw, params.ch_types)
     samples, codes, scan.event_source = read_events(raw, params)
@@ -126,19 +146,54 @@ def scan_file(path: Path, raw_dir: Path, params: Ingest) -> FileScan:
     if not scan.channels:
         scan.error = f"no channels of type {params.ch_types}; set ingest.ch_types"
     elif scan.events.empty:
-        scan.error = (f"no usable events (source: {scan.event_source}, {len(codes)} found, "
-                      f"none mapped); check ingest.events and ingest.event_source")
+        scan.error = (f"no usable events (source: {scan.event_source}, {len(codes)} found"
+                      f"{': ' + describe_codes(codes) if codes else ''}; none mapped); "
+                      "check ingest.events and ingest.event_source")
+
+
+def scan_file(path: Path, raw_dir: Path, params: Ingest) -> FileScan:
+    """First pass over one file: entities, header, channels and labelled events.
+
+    Any problem with this one file is recorded in scan.error; it never stops the others.
+    """
+    rel = path.relative_to(raw_dir).as_posix()
+    scan = FileScan(path=path, recording=path.stem)
+    try:
+        scan.__dict__.update(parse_entities(rel, params.path_regex))
+        raw = open_raw(path)
+    except OddpipeError as exc:
+        scan.error = str(exc)
+        return scan
+    except Exception as exc:  # MNE raises many types for unreadable files
+        scan.error = (f"MNE cannot read it ({type(exc).__name__}: {exc or 'no detail'}); "
+                      "check that the format is one mne.io.read_raw reads and the file is complete")
+        return scan
+    try:
+        _fill_scan(scan, raw, params)
+    except OddpipeError as exc:
+        scan.error = str(exc)
+    except Exception as exc:  # e.g. a stim channel this file lacks
+        scan.error = f"cannot read its events or channels ({type(exc).__name__}: {exc})"
     return scan
 
 
 def common_channels(scans: list[FileScan]) -> list[str]:
-    """Channels every usable file has, in the first file's order (matched by name)."""
+    """Channels every usable file has, in the first file's order (matched by name).
+
+    What each file lacks against the union is logged, never dropped silently.
+    """
     names = list(scans[0].channels)
     shared = set(names).intersection(*(set(s.channels) for s in scans[1:]))
     if not shared:
         listing = "; ".join(f"{s.path.name}: {sorted(s.channels)}" for s in scans)
         raise OddpipeError(f"the recordings share no data channel by name ({listing}); "
                            "rename channels or ingest the sets separately")
+    union = set().union(*(set(s.channels) for s in scans))
+    for s in scans:
+        lacking = sorted(union - set(s.channels))
+        if lacking:
+            log.warning("%s lacks %s: every recording is reduced to the %d common channels",
+                        s.path, lacking, len(shared))
     return [n for n in names if n in shared]
 
 
@@ -216,12 +271,25 @@ def events_table(scans: list[FileScan]) -> pd.DataFrame:
     return table[["event_id", "recording", "subject", *EVENT_COLUMNS]]
 
 
-def run_ingest(params: Ingest, out_dir: Path, n_jobs: int = 1,
-               backend: str = "loky") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def check_targets(scans: list[FileScan], params: Ingest) -> None:
+    """Both classes must exist somewhere; no seed or split can fix a missing class."""
+    counts = pd.concat([s.events for s in scans])["y"].value_counts()
+    for y, name, codes in ((1, "target", params.events.target),
+                           (0, "nontarget", params.events.nontarget)):
+        if counts.get(y, 0) == 0:
+            raise OddpipeError(f"no {name} event in any usable file (ingest.events.{name}: "
+                               f"{codes}); check the codes against reports/ingest.tsv")
+
+
+def run_ingest(params: Ingest, out_dir: Path, n_jobs: int = 1, backend: str = "loky",
+               report_path: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Scan, choose channels, write one FIF per usable recording.
 
-    Returns (recordings, events, report); report lists every file found, usable or not.
+    Returns (recordings, events, report); report lists every file found, usable or not,
+    and is written to report_path first, so the reasons survive a failure.
     """
+    from oddpipe.io import write_tsv
+
     from functools import partial
 
     from oddpipe.parallel import map_recordings
@@ -231,7 +299,10 @@ def run_ingest(params: Ingest, out_dir: Path, n_jobs: int = 1,
     scans = map_recordings(partial(scan_file, raw_dir=raw_dir, params=params), files,
                            n_jobs, backend)
     report = report_rows(scans)
+    if report_path is not None:
+        write_tsv(report_path, report)
     good = usable_scans(scans, params.on_error)
+    check_targets(good, params)
     check_unique(good)
     check_rates(good)
     channels = common_channels(good)

@@ -50,9 +50,18 @@ class LinearModel(nn.Module):
         return self.linear(self.drop(x.flatten(1))).squeeze(1)
 
 
+MIN_CNN_TIMES = 32  # two pooling steps (4 x 8) need at least this many samples
+
+
 def build_model(config: dict) -> nn.Module:
     """Build from the small JSON config saved beside the weights."""
+    from oddpipe.errors import OddpipeError
+
     kind = config["model"]
+    if kind == "cnn" and config["n_times"] < MIN_CNN_TIMES:
+        raise OddpipeError(f"epochs have {config['n_times']} samples; the CNN needs at least "
+                           f"{MIN_CNN_TIMES}: widen filter.tmin/tmax, lower filter.decim, "
+                           "or use train.model: linear")
     common = {k: config[k] for k in ("n_channels", "n_times", "dropout")}
     if kind == "cnn":
         return EEGNet(sfreq=config["sfreq"], **common)

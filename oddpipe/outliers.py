@@ -7,6 +7,7 @@ electrode.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import mne
@@ -15,6 +16,8 @@ import pandas as pd
 
 from oddpipe.errors import OddpipeError
 from oddpipe.params import Outliers
+
+log = logging.getLogger(__name__)
 
 PEAK_HALF_WIDTH_HZ = 0.5
 NEIGHBOUR_HZ = (2.0, 6.0)
@@ -162,18 +165,24 @@ def scan_array(data: np.ndarray, sfreq: float, ch_names: list[str], line_freq: f
     return RecordingFeatures(recording, table, freqs, psd)
 
 
-def scan_recording(fif: str, recording: str, line_freq: float | str, params: Outliers) -> RecordingFeatures:
+def scan_recording(fif: str, recording: str, line_freq: float | str,
+                   params: Outliers) -> RecordingFeatures:
     """(b) the scan: systematic segments over the whole recording."""
     raw = mne.io.read_raw_fif(fif, preload=False, verbose="error")
     sfreq = raw.info["sfreq"]
     seg_len = int(round(params.segment_s * sfreq))
-    try:
-        starts = scan_starts(raw.n_times, seg_len, params.n_segments)
-    except OddpipeError as exc:
-        raise OddpipeError(f"{fif}: {exc}") from None
+    starts = scan_starts(raw.n_times, seg_len, params.n_segments)
     table, freqs, psd, _ = segment_features(read_segments(raw, starts, seg_len), sfreq,
                                             line_freq, raw.ch_names)
     return RecordingFeatures(recording, table, freqs, psd)
+
+
+def too_short(recordings: pd.DataFrame, params: Outliers) -> dict[str, str]:
+    """Recordings shorter than one analysis segment: left out with a reason, the rest go on."""
+    short = recordings[recordings["duration_s"] < params.segment_s]
+    return {r.recording: (f"too short to scan ({r.duration_s:.2f} s < outliers.segment_s "
+                          f"{params.segment_s} s, from {r.source}); lower outliers.segment_s "
+                          "to keep it") for r in short.itertuples()}
 
 
 def sample_recording(fif: str, recording: str, samples: np.ndarray, line_freq: float | str,
@@ -235,9 +244,15 @@ def flag_channels(table: pd.DataFrame, params: Outliers) -> pd.DataFrame:
     return t
 
 
-def decide(flags: pd.DataFrame, params: Outliers) -> dict[str, dict]:
-    """Per recording: flags with reasons, the fraction flagged, and the action taken."""
-    decisions = {}
+def decide(flags: pd.DataFrame, params: Outliers,
+           unscanned: dict[str, str] | None = None) -> dict[str, dict]:
+    """Per recording: flags with reasons, the fraction flagged, and the action taken.
+
+    Unscanned recordings (too short) are dropped whole, with their reason.
+    """
+    decisions = {rec: {"subject": "", "action": "drop_recording", "line_freq": None,
+                       "line_note": "", "drop_channels": [], "bad_fraction": 1.0,
+                       "flags": {"*": reason}} for rec, reason in (unscanned or {}).items()}
     for rec, part in flags.groupby("recording", sort=True):
         bad = part[part["flagged"]]
         fraction = len(bad) / len(part)
@@ -255,7 +270,7 @@ def decide(flags: pd.DataFrame, params: Outliers) -> dict[str, dict]:
             "drop_channels": dropped, "bad_fraction": round(fraction, 4),
             "flags": dict(zip(bad["channel"], bad["reasons"])),
         }
-    return decisions
+    return dict(sorted(decisions.items()))
 
 
 def parse_line_freq(value: object) -> float | str:
@@ -290,20 +305,33 @@ def detect(recordings: pd.DataFrame, sample: pd.DataFrame, fif_dir, params: Outl
     """Scan every recording, check the inspection sample, decide on the scan."""
     from oddpipe.parallel import map_recordings
 
+    short = too_short(recordings, params)
+    for rec, reason in short.items():
+        log.warning("%s: %s", rec, reason)
+    scannable = recordings[~recordings["recording"].isin(short)]
+    if scannable.empty:
+        raise OddpipeError("every recording is shorter than outliers.segment_s "
+                           f"({params.segment_s} s); lower it")
     jobs = [(str(fif_dir / r.fif), r.recording, parse_line_freq(r.line_freq),
              sample.loc[sample["recording"] == r.recording, "sample"].to_numpy())
-            for r in recordings.itertuples()]
+            for r in scannable.itertuples()]
     scans = map_recordings(lambda j: scan_recording(j[0], j[1], j[2], params), jobs,
                            n_jobs, backend)
     samples = [s for s in map_recordings(lambda j: sample_recording(j[0], j[1], j[3], j[2]),
                                          jobs, n_jobs, backend) if s is not None]
     flags = flag_channels(_features_table(scans, recordings), params)
-    sample_flags = flag_channels(_features_table(samples, recordings), params)
+    sample_flags = (flag_channels(_features_table(samples, recordings), params) if samples
+                    else flags[["recording", "channel"]].assign(
+                        line_ratio_db=np.nan, log_std=np.nan, flagged=np.nan))
     merged = flags.merge(
         sample_flags[["recording", "channel", "line_ratio_db", "log_std", "flagged"]]
         .rename(columns=lambda c: c if c in ("recording", "channel") else f"sample_{c}"),
         on=["recording", "channel"], how="left")
-    return OutlierResult(merged, decide(flags, params),
+    decisions = decide(flags, params, short)
+    for rec in short:
+        decisions[rec]["subject"] = str(
+            recordings.loc[recordings["recording"] == rec, "subject"].iloc[0])
+    return OutlierResult(merged, decisions,
                          {f.recording: f for f in scans}, {f.recording: f for f in samples})
 
 
@@ -316,7 +344,7 @@ def summary_metrics(result: OutlierResult, events: pd.DataFrame) -> dict:
     s = f[sampled & (f["sample_flagged"] == True)]  # noqa: E712 (pandas object column)
     sample_set = set(zip(s["recording"], s["channel"]))
     return {
-        "n_recordings": int(f["recording"].nunique()),
+        "n_recordings": len(d),
         "n_channels_checked": int(len(f)),
         "n_flagged_channels": len(scan_set),
         "n_flagged_recordings": int(f.loc[f["flagged"], "recording"].nunique()),

@@ -6,6 +6,7 @@ and a "did you mean" for typos.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,10 +23,16 @@ class Section(BaseModel):
 class Execution(Section):
     """Settings that never change a result; no stage lists them in dvc.yaml."""
 
-    n_jobs: int = 1
+    n_jobs: int = Field(1, ge=-1)  # -1: all cores; 0 has no meaning
     backend: Literal["loky", "threading", "sequential"] = "loky"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _jobs(self) -> "Execution":
+        if self.n_jobs == 0:
+            raise ValueError("n_jobs: 0 has no meaning; use 1 (serial), N cores, or -1 (all)")
+        return self
 
 
 class EventMap(Section):
@@ -50,6 +57,16 @@ class Ingest(Section):
     events: EventMap
     line_freq: float | Literal["auto"] = 60.0  # auto: 50 or 60 Hz per recording, or none
     on_error: Literal["fail", "skip"] = "skip"
+
+    @model_validator(mode="after")
+    def _regex(self) -> "Ingest":
+        try:
+            compiled = re.compile(self.path_regex)
+        except re.error as exc:
+            raise ValueError(f"path_regex is not a valid regular expression ({exc})") from None
+        if "subject" not in compiled.groupindex:
+            raise ValueError("path_regex needs a named group 'subject', e.g. sub-(?P<subject>\\w+)")
+        return self
 
 
 class Sample(Section):
@@ -93,6 +110,8 @@ class Filter(Section):
             raise ValueError(f"tmin ({self.tmin}) must be below tmax ({self.tmax})")
         if self.l_freq and self.h_freq and self.l_freq >= self.h_freq:
             raise ValueError(f"l_freq ({self.l_freq}) must be below h_freq ({self.h_freq})")
+        if self.decim > 1 and self.h_freq is None:
+            raise ValueError("decimation without a low-pass aliases the data: set h_freq")
         if self.baseline and self.tmin >= 0:
             raise ValueError("baseline needs a pre-stimulus interval: set tmin < 0 or baseline: false")
         return self
@@ -150,7 +169,27 @@ def _describe(err: dict[str, Any]) -> str:
         return f"params.yaml: unknown key '{where}'{hint}"
     if err["type"] == "missing":
         return f"params.yaml: missing required key '{where}'"
+    if err["type"] == "value_error":  # a cross-field rule: the message says it all
+        return f"params.yaml: {where}: {err['msg'].removeprefix('Value error, ')}"
     return f"params.yaml: {where}: {err['msg']} (got {err.get('input')!r})"
+
+
+UNION_TAG = re.compile(r"^(str|int|float|bool|none|literal\[.*\]|list\[.*\]|dict\[.*\])$")
+
+
+def _one_per_problem(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A value that fits no member of a union (str | int) is one problem, not one per member."""
+    merged: dict[tuple, dict[str, Any]] = {}
+    for err in errors:
+        loc = tuple(err["loc"])
+        if loc and isinstance(loc[-1], str) and UNION_TAG.match(loc[-1]):
+            tag, loc = loc[-1], loc[:-1]
+            if loc in merged:
+                merged[loc]["msg"] += f" or {tag}"
+                continue
+            err = {**err, "loc": loc, "msg": f"expected {tag}"}
+        merged.setdefault(loc, err)
+    return list(merged.values())
 
 
 def parse_params(raw: dict[str, Any]) -> Params:
@@ -158,15 +197,23 @@ def parse_params(raw: dict[str, Any]) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ParamsError([_describe(e) for e in exc.errors()]) from None
+        raise ParamsError([_describe(e) for e in _one_per_problem(exc.errors())]) from None
 
 
 def load_params(path: Path) -> Params:
     """Read and validate params.yaml (yaml.safe_load only)."""
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ParamsError([f"{path}: cannot read params ({exc}); fix the YAML syntax"]) from None
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ParamsError([f"{path}: cannot read the params file ({exc.strerror}); "
+                           "pass an existing file with --params"]) from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ParamsError([f"{path}: not valid YAML{where} ({problem}); fix the syntax"]) from None
     if not isinstance(raw, dict):
         raise ParamsError([f"{path}: expected a mapping of sections, got {type(raw).__name__}"])
     return parse_params(raw)

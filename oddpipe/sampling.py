@@ -48,10 +48,10 @@ def split_events(events: pd.DataFrame, params: Sample) -> pd.DataFrame:
     """train / val / test per event; no group (recording or subject) straddles two splits."""
     groups = events[params.group_by].astype(str).to_numpy()
     if len(np.unique(groups)) < 3:
-        raise OddpipeError(
-            f"only {len(np.unique(groups))} {params.group_by}(s): a grouped train/val/test "
-            f"split needs at least 3; add recordings or set sample.group_by: recording"
-        )
+        hint = ("add recordings" if params.group_by == "recording"
+                else "add subjects or set sample.group_by: recording")
+        raise OddpipeError(f"only {len(np.unique(groups))} {params.group_by}(s): a grouped "
+                           f"train/val/test split needs at least 3; {hint}")
     y = events["y"].to_numpy()
     test = _take_fold(y, groups, params.test_fraction, params.seed)
     rest = np.flatnonzero(~test)
@@ -60,14 +60,15 @@ def split_events(events: pd.DataFrame, params: Sample) -> pd.DataFrame:
     val[rest[_take_fold(y[rest], groups[rest], val_fraction, params.seed + 1)]] = True
     split = np.where(test, "test", np.where(val, "val", "train"))
     table = events[["event_id", "recording", "subject", "y"]].assign(split=split)
-    _check_classes(table)
+    _check_classes(table, params.group_by)
     return table
 
 
-def _check_classes(table: pd.DataFrame) -> None:
+def _check_classes(table: pd.DataFrame, group_by: str) -> None:
+    with_targets = table.loc[table["y"] == 1, group_by].nunique()
     for name, part in table.groupby("split"):
         if part["y"].nunique() < 2:
             raise OddpipeError(
-                f"the {name} split holds only one class ({len(part)} events); "
-                "more recordings with targets are needed, or change sample.seed"
-            )
+                f"the {name} split holds only one class ({len(part)} events): targets occur "
+                f"in {with_targets} {group_by}(s), too few for a grouped three-way split; "
+                "add recordings with targets (or check ingest.events)")

@@ -33,6 +33,14 @@ def run_stage(name: str, body: Callable[[Params], None], params_path: Path) -> i
     except OddpipeError as exc:
         print(f"oddpipe {name}: error: {exc}", file=sys.stderr)
         return 1
+    except FileNotFoundError as exc:
+        print(f"oddpipe {name}: error: missing input {exc.filename}; run the stages before "
+              f"this one first (dvc repro {name})", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"oddpipe {name}: error: cannot read or write {exc.filename} ({exc.strerror}); "
+              "check the path exists and is writable", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -21,10 +21,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(params: Params) -> None:
         ex = params.execution
-        recordings, events, report = run_ingest(params.ingest, args.out, ex.n_jobs, ex.backend)
+        recordings, events, report = run_ingest(params.ingest, args.out, ex.n_jobs, ex.backend,
+                                                report_path=args.report)
         write_tsv(args.out / "recordings.tsv", recordings)
         write_tsv(args.out / "events.tsv", events)
-        write_tsv(args.report, report)
         write_stage_record(args.out, "ingest", params)
         bad = report[report["status"] != "ok"]
         for _, row in bad.iterrows():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from oddpipe.filtering import inflation_factors
 from oddpipe.io import read_json, write_json
 from oddpipe.normalize import fit_normalizer
 from oddpipe.params import Params
@@ -29,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         norm = fit_normalizer(X, mask, info["channels"], params.normalize.method)
         write_json(args.out / "normalizer.json", norm)
         scale = np.asarray(norm["scale"])
+        moments = {k: np.asarray(v) for k, v in info["train_moments"].items()}
+        inflation = dict(zip(info["channels"], inflation_factors(moments).round(4).tolist()))
         write_json(args.metrics, {
+            "scale_inflation_if_flagged_kept": inflation,
+            "max_scale_inflation_if_flagged_kept": max(inflation.values()),
             "method": norm["method"], "n_train_epochs": int(X.shape[0]),
             "masked_fraction": round(float(mask.mean()), 6),
             "scale_min": float(scale.min()), "scale_max": float(scale.max()),

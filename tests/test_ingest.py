@@ -211,7 +211,8 @@ def test_bad_files_skipped_and_reported(bad_dir, tmp_path):
     assert "MNE cannot read it" in reasons["sub-03_notes.xyz"]
     assert "MNE cannot read it" in reasons["sub-04_run-01_raw.fif"]
     assert "no usable events" in reasons["sub-05_run-01_raw.fif"]
-    assert "2 found, none mapped" in reasons["sub-05_run-01_raw.fif"]
+    assert "2 found" in reasons["sub-05_run-01_raw.fif"]
+    assert "none mapped" in reasons["sub-05_run-01_raw.fif"]
     no_events = report[report["file"].str.endswith("sub-05_run-01_raw.fif")].iloc[0]
     assert (no_events["n_target"], no_events["n_nontarget"], no_events["n_unmapped"]) == (0, 0, 2)
 
@@ -238,3 +239,21 @@ def test_no_matching_files_says_so(tmp_path):
     (tmp_path / "raw").mkdir()
     with pytest.raises(OddpipeError, match=r"no files match ingest\.pattern"):
         run_ingest(fif_params(tmp_path / "raw"), tmp_path / "out")
+
+
+def test_channel_name_collision_is_reported(tmp_path):
+    # 'Fz' and 'EEG Fz-REF' both normalize to 'Fz': one of them must not vanish silently.
+    rng = np.random.default_rng(4)
+    stim = stim_with({100: 2, 600: 1})
+    raw_dir = tmp_path / "raw"
+    write_fif(raw_dir / "sub-01" / "sub-01_raw.fif", ["Fz", "EEG Fz-REF", "Cz"],
+              rng.standard_normal((3, N_TIMES)) * 1e-5, stim)
+    write_fif(raw_dir / "sub-02" / "sub-02_raw.fif", ["Fz", "Cz"],
+              rng.standard_normal((2, N_TIMES)) * 1e-5, stim)
+    try:
+        _, _, report = run_ingest(fif_params(raw_dir), tmp_path / "out")
+    except OddpipeError as exc:
+        assert "sub-01_raw.fif" in str(exc) and "EEG Fz-REF" in str(exc)
+        return
+    row = report[report["file"].str.endswith("sub-01_raw.fif")].iloc[0]
+    assert "EEG Fz-REF" in row["reason"] and "Fz" in row["reason"], row.to_dict()
