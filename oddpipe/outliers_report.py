@@ -58,10 +58,13 @@ def histograms(result: OutlierResult, max_channels: int = 32) -> str:
         bad = [s.window_log_std[:, k] for s in samples if (s.recording, ch) in flagged]
         values = np.concatenate(clean + bad)
         bins = np.linspace(values.min(), values.max() + 1e-9, 40)
+        # np.histogram + stairs: one artist per series, not one patch per bin (much faster)
         if clean:
-            ax.hist(np.concatenate(clean), bins=bins, color="grey", label="kept")
+            ax.stairs(np.histogram(np.concatenate(clean), bins)[0], bins, fill=True,
+                      color="grey", label="kept")
         if bad:
-            ax.hist(np.concatenate(bad), bins=bins, color="red", label="flagged")
+            ax.stairs(np.histogram(np.concatenate(bad), bins)[0], bins, fill=True,
+                      color="red", label="flagged")
         ax.set_title(ch, fontsize=8)
         ax.tick_params(labelsize=6)
     for ax in list(axes.flat)[len(channels):]:

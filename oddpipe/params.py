@@ -85,9 +85,9 @@ class Sample(Section):
 
 
 class Outliers(Section):
-    segment_s: float = Field(2.0, gt=0)
+    segment_s: float = Field(4.0, gt=0)
     n_segments: int = Field(20, ge=1)
-    line_excess_db: float = Field(20.0, gt=0)
+    line_excess_db: float = Field(12.0, gt=0)
     amp_z: float = Field(6.0, gt=0)
     flat_floor: float = Field(1e-9, ge=0)
     flat_rel: float = Field(0.01, ge=0, lt=1)
