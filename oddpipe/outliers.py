@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import mne
 import numpy as np
@@ -366,3 +367,24 @@ def summary_metrics(result: OutlierResult, events: pd.DataFrame) -> dict:
         "sample_found_of_scan_flags": len(scan_set & sample_set),
         "sample_extra_flags": len(sample_set - scan_set),
     }
+
+
+def scan_files(paths: list[Path], params: Outliers, line_freq: float | str = "auto",
+               ch_types: tuple[str, ...] = ("eeg", "seeg", "ecog")) -> OutlierResult:
+    """Quality control without events or a pipeline: scan any files MNE reads, each at its
+    own rate and with its own channels, and decide as the outliers stage does."""
+    feats = []
+    for path in paths:
+        raw = mne.io.read_raw(path, preload=False, verbose="error")
+        picks = mne.pick_types(raw.info, exclude=[], **{t: True for t in ch_types})
+        sfreq = raw.info["sfreq"]
+        seg_len = min(int(round(params.segment_s * sfreq)), raw.n_times)
+        starts = scan_starts(raw.n_times, seg_len, params.n_segments)
+        segs = np.stack([raw.get_data(picks=picks, start=s, stop=s + seg_len) for s in starts])
+        table, freqs, psd, _ = segment_features(segs, sfreq, line_freq,
+                                                [raw.ch_names[i] for i in picks])
+        feats.append(RecordingFeatures(Path(path).stem, table, freqs, psd))
+    recordings = pd.DataFrame({"recording": [f.recording for f in feats],
+                               "subject": [f.recording for f in feats]})
+    flags = flag_channels(_features_table(feats, recordings), params)
+    return OutlierResult(flags, decide(flags, params), {f.recording: f for f in feats}, {})

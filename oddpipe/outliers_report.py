@@ -19,17 +19,24 @@ from oddpipe.outliers import OutlierResult  # noqa: E402
 
 def _png(fig: plt.Figure) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
     plt.close(fig)
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
-def heatmap(flags: pd.DataFrame) -> str:
-    """Subject x recording rows, channel columns: line noise above the dataset median."""
+def heatmap(flags: pd.DataFrame, max_channels: int = 64) -> str:
+    """Subject x recording rows, channel columns: line noise above the dataset median.
+
+    With more channels than fit, the worst max_channels (by their highest excess) are shown.
+    """
     grid = flags.pivot(index=["subject", "recording"], columns="channel", values="line_excess_db")
-    grid = grid[list(dict.fromkeys(flags["channel"]))]
+    order = list(dict.fromkeys(flags["channel"]))
+    if len(order) > max_channels:
+        worst = set(grid.max().nlargest(max_channels).index)
+        order = [c for c in order if c in worst]
+    grid = grid[order]
     mark = flags.pivot(index=["subject", "recording"], columns="channel", values="flagged")
-    mark = mark.reindex_like(grid).astype(bool)
+    mark = mark.reindex_like(grid).fillna(False).astype(bool)  # absent channels: no mark
     fig, ax = plt.subplots(figsize=(1 + 0.45 * grid.shape[1], 1 + 0.3 * grid.shape[0]))
     im = ax.imshow(grid.to_numpy(float), aspect="auto", cmap="magma")
     for i, j in zip(*np.nonzero(mark.to_numpy())):
@@ -37,7 +44,8 @@ def heatmap(flags: pd.DataFrame) -> str:
     ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=90, fontsize=7)
     ax.set_yticks(range(grid.shape[0]), [f"{s} | {r}" for s, r in grid.index], fontsize=7)
     fig.colorbar(im, ax=ax, label="line-noise ratio above dataset median (dB)")
-    ax.set_title("Line noise per recording x channel (x = flagged)")
+    shown = f" ({len(order)} worst channels)" if len(order) < flags["channel"].nunique() else ""
+    ax.set_title(f"Line noise per recording x channel{shown} (x = flagged)")
     return _png(fig)
 
 

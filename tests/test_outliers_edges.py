@@ -1,0 +1,147 @@
+"""Outlier detection edge cases: notch-filtered data, mixed sampling rates, a subject with
+one recording, line frequency auto / alias / skipped harmonics, half a recording
+contaminated, and the real clinical iEEG clips where line noise is everywhere."""
+import subprocess
+import sys
+
+import mne
+import numpy as np
+import pandas as pd
+import pytest
+
+from oddpipe.outliers import (
+    detect_line_freq, flag_channels, global_line_noise, observable_lines, scan_array,
+    scan_files,
+)
+from oddpipe.params import Outliers
+from tests.conftest import REPO, shared_dataset
+
+N_CH = 16
+NAMES = [f"E{i}" for i in range(1, N_CH + 1)]
+
+
+def background(sfreq: float, seconds: float, seed: int) -> np.ndarray:
+    """20 uV white-ish noise with a 0.5 uV 60 Hz component everywhere (volts)."""
+    rng = np.random.default_rng(seed)
+    n = int(sfreq * seconds)
+    t = np.arange(n) / sfreq
+    return (rng.standard_normal((N_CH, n)) * 20 + 0.5 * np.sin(2 * np.pi * 60 * t)) * 1e-6
+
+
+def mains(sfreq: float, n: int, amp_v: float, freq: float = 60.0) -> np.ndarray:
+    t = np.arange(n) / sfreq
+    harmonics = np.arange(freq, sfreq / 2, freq)
+    return sum(amp_v / (k + 1) * np.sin(2 * np.pi * f * t) for k, f in enumerate(harmonics))
+
+
+def pooled_flags(recordings: dict, params=Outliers(), line_freq=60.0) -> pd.DataFrame:
+    """{name: (subject, data, sfreq)} -> flags table, as the stage pools a dataset."""
+    tables = [scan_array(data, sfreq, NAMES, line_freq, name, params).table
+              .assign(recording=name, subject=subject)
+              for name, (subject, data, sfreq) in recordings.items()]
+    return flag_channels(pd.concat(tables, ignore_index=True), params)
+
+
+def flagged(flags: pd.DataFrame) -> set:
+    return set(zip(flags.loc[flags["flagged"], "recording"], flags.loc[flags["flagged"], "channel"]))
+
+
+def test_already_notch_filtered_data_is_not_an_outlier():
+    sfreq = 500.0
+    recs = {f"r{i}": ("01", background(sfreq, 120, i), sfreq) for i in range(4)}
+    notched = background(sfreq, 120, 9)
+    notched = mne.filter.notch_filter(notched, sfreq, [60, 120, 180, 240], verbose="error")
+    recs["notched"] = ("01", notched, sfreq)
+    flags = pooled_flags(recs)
+    assert flagged(flags) == set()
+    dip = flags.loc[flags["recording"] == "notched", "line_ratio_db"]
+    assert (dip < 0).all()  # a dip at the line frequency, reported as such
+
+
+def test_mixed_sampling_rates_find_the_contaminated_channel_in_each():
+    recs = {}
+    for i, sfreq in enumerate([250.0, 500.0, 250.0, 500.0]):
+        data = background(sfreq, 120, i)
+        if i < 2:
+            data[3] += mains(sfreq, data.shape[1], 0.05)
+        recs[f"r{i}"] = (f"{i % 2}", data, sfreq)
+    assert flagged(pooled_flags(recs)) == {("r0", "E4"), ("r1", "E4")}
+
+
+def test_subject_with_a_single_recording_degrades_gracefully():
+    sfreq = 250.0
+    data = background(sfreq, 60, 1)
+    data[7] += mains(sfreq, data.shape[1], 0.05)
+    recs = {"only": ("solo", data, sfreq),
+            **{f"o{i}": ("other", background(sfreq, 60, 10 + i), sfreq) for i in range(3)}}
+    flags = pooled_flags(recs)
+    solo = flags[flags["subject"] == "solo"]
+    assert solo["z_cross"].isna().all()  # no other recording to compare with: not computed
+    assert flagged(flags) == {("only", "E8")}
+
+
+def test_half_a_recording_at_1000x_leaves_the_clean_half_unflagged():
+    sfreq = 500.0
+    recs = {f"r{i}": ("01", background(sfreq, 60, i), sfreq) for i in range(3)}
+    data = background(sfreq, 60, 5)
+    data[: N_CH // 2] += mains(sfreq, data.shape[1], 20e-6 * 1000)
+    recs["half"] = ("01", data, sfreq)
+    assert flagged(pooled_flags(recs)) == {("half", n) for n in NAMES[: N_CH // 2]}
+
+
+def test_line_frequency_auto_picks_50_or_60_and_never_guesses():
+    sfreq = 500.0
+    for freq in (50.0, 60.0):
+        data = background(sfreq, 60, 3)[:, : int(sfreq * 4)] * 0
+        data += np.random.default_rng(0).standard_normal(data.shape) * 20e-6
+        data[2] += mains(sfreq, data.shape[1], 2e-4, freq)
+        feats = scan_array(data, sfreq, NAMES, "auto", "r", Outliers(segment_s=4.0))
+        assert feats.table["line_freq"].iloc[0] == freq
+    noise = np.random.default_rng(1).standard_normal((N_CH, int(sfreq * 60))) * 20e-6
+    feats = scan_array(noise, sfreq, NAMES, "auto", "r", Outliers())
+    assert feats.table["line_freq"].isna().all()
+    assert "no clear peak" in feats.table["line_note"].iloc[0]
+    assert (feats.table["line_ratio_db"] == 0).all()
+    freq, note = detect_line_freq(np.arange(10.0), np.ones((2, 10)), 20.0)
+    assert freq is None and "unobservable" in note
+
+
+def test_harmonics_near_nyquist_skipped_and_alias_checked_with_a_note():
+    harmonics, note = observable_lines(60.0, 250.0)
+    assert list(harmonics) == [60.0] and "120" in note and "skipped" in note
+    harmonics, note = observable_lines(60.0, 100.0)
+    assert list(harmonics) == [40.0] and "alias at 40 Hz" in note
+    harmonics, note = observable_lines(60.0, 120.0)  # alias at 0 Hz: not observable
+    assert len(harmonics) == 0 and "not observable" in note
+
+
+def test_global_line_noise_is_stated():
+    flags = pd.DataFrame({"line_ratio_db": [30.0, 25.0, 40.0, 5.0]})
+    assert global_line_noise(flags) == {"line_noise_global": True,
+                                        "fraction_channels_line_noise": 0.75,
+                                        "median_line_ratio_db": 27.5}
+
+
+@pytest.mark.realdata
+def test_clinical_ieeg_report_states_global_line_noise_and_ranks(tmp_path):
+    root = shared_dataset("ieeg_line_noise")
+    files = [root / "mne-misc-data/ecog/sample_ecog.edf",
+             root / "mne-misc-data/seeg/sample_seeg.edf",
+             next((root / "mne-testing-data/Persyst").glob("*.lay"))]
+    result = scan_files(files, Outliers())
+    flags = result.flags
+    stats = global_line_noise(flags)
+    assert stats["line_noise_global"] and stats["fraction_channels_line_noise"] > 0.75
+    assert {d["line_freq"] for d in result.decisions.values()} == {60.0}
+    # it does not drown: a minority is flagged, and the worst are the ones SOURCES.md names
+    assert flags["flagged"].mean() < 0.2
+    worst = flags.sort_values("line_ratio_db", ascending=False).groupby("recording").head(1)
+    assert dict(zip(worst["recording"], worst["channel"]))["sample_ecog"] == "EKGR"
+    assert set(flags.loc[flags["flagged"] & (flags["recording"].str.contains("clip2")),
+                         "channel"]) >= {"POL X14"}
+    out = tmp_path / "qc.html"
+    run = subprocess.run([sys.executable, str(REPO / "scripts/scan_outliers.py"),
+                          *map(str, files), "--out", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    page = out.read_text()
+    assert "Line noise is global" in page and "Ranking by line-noise ratio" in page
