@@ -33,8 +33,10 @@ repro: install demo
 test: install
 	$(BIN)/python -m pytest -q tests
 
-bench: install
+bench: install demo
+	$(BIN)/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	$(BIN)/python bench/outliers_quality.py
+	$(BIN)/python bench/stage_times.py
 
 clean-demo:
 	rm -rf $(DEMO_DIR) $(DEMO_DONE) data/raw/demo_truth.json

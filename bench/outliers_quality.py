@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Ours: oddpipe scan_array + flag_channels, default Outliers() params; PyPREP "
           f"{pyprep.__version__} NoisyChannels deviation + hfnoise + nan_flat, no RANSAC.")
     print("P/R/F1 per dataset; FP = false positives in the whole dataset; excess dB = median "
-          "line_excess_db of injected channels (threshold 20).")
+          f"line_excess_db of injected channels (threshold {Outliers().line_excess_db:g}).")
 
     timings = Timings()
     clean, base_ours, base_prep = {}, {}, {}

@@ -19,7 +19,7 @@ from oddpipe.outliers import OutlierResult  # noqa: E402
 
 def _png(fig: plt.Figure) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=80)  # figures use layout="constrained"
     plt.close(fig)
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
@@ -37,7 +37,8 @@ def heatmap(flags: pd.DataFrame, max_channels: int = 64) -> str:
     grid = grid[order]
     mark = flags.pivot(index=["subject", "recording"], columns="channel", values="flagged")
     mark = mark.reindex_like(grid).fillna(False).astype(bool)  # absent channels: no mark
-    fig, ax = plt.subplots(figsize=(1 + 0.45 * grid.shape[1], 1 + 0.3 * grid.shape[0]))
+    fig, ax = plt.subplots(figsize=(3 + 0.3 * grid.shape[1], 1.5 + 0.25 * grid.shape[0]),
+                           layout="constrained")
     im = ax.imshow(grid.to_numpy(float), aspect="auto", cmap="magma")
     for i, j in zip(*np.nonzero(mark.to_numpy())):
         ax.text(j, i, "x", ha="center", va="center", color="cyan", fontsize=9)
@@ -59,6 +60,7 @@ def histograms(result: OutlierResult, max_channels: int = 32) -> str:
                       result.flags.loc[result.flags["flagged"], "channel"]))
     ncol = 4
     fig, axes = plt.subplots(int(np.ceil(len(channels) / ncol)), ncol, squeeze=False,
+                             layout="constrained",
                              figsize=(3.2 * ncol, 2.0 * np.ceil(len(channels) / ncol)))
     for k, ch in enumerate(channels):
         ax = axes.flat[k]
@@ -79,7 +81,6 @@ def histograms(result: OutlierResult, max_channels: int = 32) -> str:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6)
     fig.supxlabel("log10 std of a 1 s window around a sampled event (V)")
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -90,7 +91,8 @@ def flagged_psds(result: OutlierResult, max_plots: int = 24) -> str:
         return "<p>No channel flagged.</p>"
     ncol = 3
     nrow = int(np.ceil(len(bad) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, squeeze=False, figsize=(4 * ncol, 2.6 * nrow))
+    fig, axes = plt.subplots(nrow, ncol, squeeze=False, figsize=(4 * ncol, 2.6 * nrow),
+                             layout="constrained")
     for ax, row in zip(axes.flat, bad.itertuples()):
         feats = result.scans[row.recording]
         k = list(feats.table["channel"]).index(row.channel)
@@ -103,7 +105,6 @@ def flagged_psds(result: OutlierResult, max_plots: int = 24) -> str:
         ax.axis("off")
     fig.supxlabel("frequency (Hz)")
     fig.supylabel("PSD (V²/Hz)")
-    fig.tight_layout()
     return _png(fig)
 
 

@@ -1,0 +1,67 @@
+"""Wall time of the ingest and outliers stages on the demo dataset, as `dvc repro` runs
+them (a fresh Python process each), with the interpreter + import cost shown apart.
+
+Run: .venv/bin/python bench/stage_times.py [--repeat 3]   (needs `make demo` first)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def timed(cmd: list[str], cwd: Path) -> float:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args()
+    demo = REPO / "data/raw/demo"
+    if not demo.is_dir():
+        sys.exit("no demo dataset: run `make demo` first")
+    work = Path(tempfile.mkdtemp(prefix="oddpipe-bench-"))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["ingest"]["raw_dir"] = str(demo)
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    py = sys.executable
+    runs: dict[str, list[float]] = {"ingest": [], "sample": [], "outliers": []}
+    imports = {s: [] for s in ("ingest", "outliers")}
+    for _ in range(args.repeat):
+        for stage in runs:
+            runs[stage].append(timed([py, "-m", f"stages.{stage}"], work))
+        for stage in imports:
+            imports[stage].append(timed([py, "-c", f"import stages.{stage}"], work))
+    med = {s: statistics.median(v) for s, v in runs.items()}
+    imp = {s: statistics.median(v) for s, v in imports.items()}
+    size = sum(f.stat().st_size for f in demo.rglob("*.edf")) / 1e6
+    print(f"demo: {len(list(demo.rglob('*.edf')))} EDF files, {size:.0f} MB; "
+          f"median of {args.repeat} runs, seconds")
+    print(f"{'stage':10s} {'wall':>7s} {'imports':>8s} {'work':>7s}")
+    for stage in ("ingest", "outliers"):
+        print(f"{stage:10s} {med[stage]:7.2f} {imp[stage]:8.2f} {med[stage] - imp[stage]:7.2f}")
+    print(f"outliers / ingest: wall {med['outliers'] / med['ingest']:.2f}, "
+          f"work {(med['outliers'] - imp['outliers']) / (med['ingest'] - imp['ingest']):.2f}")
+    print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+          f"Python {platform.python_version()}")
+    print("command: .venv/bin/python bench/stage_times.py --repeat", args.repeat)
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
