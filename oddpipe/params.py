@@ -129,9 +129,21 @@ class Train(Section):
     batch_size: int = Field(64, ge=2)
     max_epochs: int = Field(30, ge=1)
     patience: int = Field(6, ge=1)
-    class_weight: Literal["balanced", "none"] = "balanced"
+    imbalance: Literal["weighted_loss", "oversample", "none"] = "weighted_loss"
+    early_stop_metric: Literal["auc", "balanced_accuracy"] = "auc"
     grad_clip: float = Field(1.0, gt=0)
     dropout: float = Field(0.25, ge=0, lt=1)
+    input_check: Literal["fail", "warn"] = "fail"
+    input_std_range: tuple[float, float] = (0.1, 10.0)
+    input_max_abs: float = Field(1e3, gt=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> "Train":
+        low, high = self.input_std_range
+        if not 0 < low < high:
+            raise ValueError(f"input_std_range must be [low, high] with 0 < low < high, "
+                             f"got {list(self.input_std_range)}")
+        return self
 
 
 class Evaluate(Section):

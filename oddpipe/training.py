@@ -45,7 +45,7 @@ class EpochSet:
 class History:
     rows: list[dict] = field(default_factory=list)
     best_epoch: int = 0
-    best_auc: float = -1.0
+    best_score: float = -1.0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -69,7 +69,52 @@ def pos_weight(y: np.ndarray, mode: str) -> torch.Tensor:
     if n_pos == 0 or n_pos == len(y):
         raise OddpipeError(f"the training split holds one class only ({len(y)} epochs); "
                            "check the event mapping (ingest.events) and the splits")
-    return torch.tensor((len(y) - n_pos) / n_pos if mode == "balanced" else 1.0)
+    return torch.tensor((len(y) - n_pos) / n_pos if mode in ("balanced", "weighted_loss")
+                        else 1.0)
+
+
+def epoch_order(y: np.ndarray, mode: str, rng: np.random.Generator) -> np.ndarray:
+    """Indices for one epoch: a permutation, or (oversample) as many draws with both
+    classes equally likely."""
+    if mode != "oversample":
+        return rng.permutation(len(y))
+    weight = np.where(y == 1, 0.5 / max(y.sum(), 1), 0.5 / max((y == 0).sum(), 1))
+    return rng.choice(len(y), size=len(y), replace=True, p=weight / weight.sum())
+
+
+def check_inputs(data: EpochSet, norm: dict | None, params: Train, channels: list[str],
+                 n_check: int = 2000) -> list[str]:
+    """What the network will see, checked before training: finite values, per-channel
+    std inside params.input_std_range, no huge values. Returns the problems found."""
+    idx = np.linspace(0, len(data.y) - 1, min(n_check, len(data.y))).astype(int)
+    x = data.batch(idx, norm).numpy()
+    if not np.isfinite(x).all():
+        return [f"{int((~np.isfinite(x)).sum())} non-finite input values"]
+    problems = []
+    live = ~data.mask[idx]
+    low, high = params.input_std_range
+    for c, name in enumerate(channels):
+        values = x[live[:, c], c, :]
+        std = float(values.std()) if values.size else 1.0
+        if not low <= std <= high:
+            problems.append(f"channel {name}: std {std:.3g} outside [{low}, {high}]")
+    peak = float(np.abs(x).max())
+    if peak > params.input_max_abs:
+        problems.append(f"max |value| {peak:.3g} above {params.input_max_abs}")
+    return problems
+
+
+def guard_inputs(data: EpochSet, norm: dict | None, params: Train, channels: list[str]) -> None:
+    """Fail (or warn, by train.input_check) before training on inputs that would explode."""
+    problems = check_inputs(data, norm, params, channels)
+    if not problems:
+        return
+    message = (f"training input looks wrong: {'; '.join(problems[:5])}"
+               f"{f' (+{len(problems) - 5} more)' if len(problems) > 5 else ''}; "
+               f"{NONFINITE_HINT.replace('likely causes', 'check')}")
+    if params.input_check == "fail":
+        raise OddpipeError(message)
+    log.warning(message)
 
 
 @torch.no_grad()
@@ -89,7 +134,7 @@ def _check_finite(value: torch.Tensor, what: str, epoch: int, step: int) -> None
 def train_epoch(model, opt, loss_fn, data: EpochSet, norm, params: Train, rng, device,
                 epoch: int) -> float:
     model.train()
-    order = rng.permutation(len(data.y))
+    order = epoch_order(data.y, params.imbalance, rng)
     total, n = 0.0, 0
     steps = range(0, len(order), params.batch_size)
     for step, start in enumerate(tqdm(steps, desc=f"epoch {epoch}", leave=False, disable=None)):
@@ -124,7 +169,7 @@ def fit(model: nn.Module, train: EpochSet, val: EpochSet, norm: dict | None, par
     rng = np.random.default_rng(params.seed)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight(train.y, params.class_weight).to(device))
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight(train.y, params.imbalance).to(device))
     history, best_state = History(), copy.deepcopy(model.state_dict())
     for epoch in range(1, params.max_epochs + 1):
         train_loss = train_epoch(model, opt, loss_fn, train, norm, params, rng, device, epoch)
@@ -134,8 +179,9 @@ def fit(model: nn.Module, train: EpochSet, val: EpochSet, norm: dict | None, par
         history.rows.append(row)
         log.info("epoch %d: train loss %.4f, val loss %.4f, val AUC %.3f, val bal. acc %.3f",
                  epoch, train_loss, row["val_loss"], row["val_auc"], row["val_balanced_accuracy"])
-        if row["val_auc"] > history.best_auc:
-            history.best_auc, history.best_epoch = row["val_auc"], epoch
+        score = row["val_auc" if params.early_stop_metric == "auc" else "val_balanced_accuracy"]
+        if score > history.best_score:
+            history.best_score, history.best_epoch = score, epoch
             best_state = copy.deepcopy(model.state_dict())
         elif epoch - history.best_epoch >= params.patience:
             log.info("early stop: no val AUC gain for %d epochs", params.patience)

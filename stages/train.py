@@ -12,7 +12,7 @@ from oddpipe.datasets import load_split
 from oddpipe.io import read_json, write_json, write_tsv
 from oddpipe.models import build_model
 from oddpipe.params import Params
-from oddpipe.training import fit, resolve_device, seed_everything
+from oddpipe.training import fit, guard_inputs, resolve_device, seed_everything
 from stages._common import parser, run_stage, write_stage_record
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(params.execution.device)
         log.info("training %s on %s: %d train / %d val epochs", tp.model, device,
                  len(train.y), len(val.y))
+        guard_inputs(train, norm, tp, info["channels"])
         history = fit(model, train, val, norm, tp, device)
         args.out.mkdir(parents=True, exist_ok=True)
         torch.save(model.cpu().state_dict(), args.out / "model.pt")
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         args.curve.parent.mkdir(parents=True, exist_ok=True)
         curve.to_csv(args.curve, index=False, float_format="%.6g")
         write_json(args.metrics, {
-            "best_epoch": history.best_epoch, "best_val_auc": round(history.best_auc, 6),
+            "best_epoch": history.best_epoch, "early_stop_metric": tp.early_stop_metric,
+            "best_val_auc": round(history.rows[history.best_epoch - 1]["val_auc"], 6),
             "epochs_run": len(history.rows), "n_train": int(len(train.y)),
             "n_parameters": int(sum(p.numel() for p in model.parameters())),
         })
