@@ -145,3 +145,22 @@ def test_clinical_ieeg_report_states_global_line_noise_and_ranks(tmp_path):
     assert run.returncode == 0, run.stderr
     page = out.read_text()
     assert "Line noise is global" in page and "Ranking by line-noise ratio" in page
+
+
+def test_a_recording_shorter_than_a_segment_is_left_out_with_a_reason(tmp_path):
+    from oddpipe.outliers import detect
+
+    sfreq, rows = 250.0, []
+    for name, seconds in (("long1", 60), ("long2", 60), ("long3", 60), ("short", 2)):
+        data = background(sfreq, seconds, len(rows))
+        raw = mne.io.RawArray(data, mne.create_info(NAMES, sfreq, "eeg"), verbose="error")
+        raw.save(tmp_path / f"{name}_raw.fif", verbose="error")
+        rows.append({"recording": name, "subject": "01", "fif": f"{name}_raw.fif",
+                     "line_freq": 60.0, "duration_s": float(seconds), "source": f"{name}.edf"})
+    sample = pd.DataFrame({"recording": [], "sample": []})
+    result = detect(pd.DataFrame(rows), sample, tmp_path, Outliers(segment_s=4.0))
+    short = result.decisions["short"]
+    assert short["action"] == "drop_recording"
+    assert "too short to scan (2.00 s < outliers.segment_s 4.0 s, from short.edf)" in short["flags"]["*"]
+    assert {r: d["action"] for r, d in result.decisions.items() if r != "short"} == \
+        dict.fromkeys(["long1", "long2", "long3"], "keep")
