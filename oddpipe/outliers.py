@@ -224,7 +224,7 @@ def robust_z(values: pd.Series) -> pd.Series:
     return (values - med) / max(mad, MAD_FLOOR)
 
 
-def add_relative_features(table: pd.DataFrame, line_excess_db: float = 20.0) -> pd.DataFrame:
+def add_relative_features(table: pd.DataFrame, line_excess_db: float) -> pd.DataFrame:
     """Compare each channel with its recording, its subject's other recordings, the dataset."""
     t = table.copy()
     t["line_excess_db"] = t["line_ratio_db"] - t["line_ratio_db"].median()
