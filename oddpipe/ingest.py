@@ -9,6 +9,7 @@ import logging
 import re
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import mne
@@ -16,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from oddpipe.errors import OddpipeError
+from oddpipe.io import write_tsv
+from oddpipe.parallel import map_recordings
 from oddpipe.params import Ingest
 
 log = logging.getLogger(__name__)
@@ -37,7 +40,9 @@ class FileScan:
     channels: dict[str, str] = field(default_factory=dict)  # normalized -> original
     events: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EVENT_COLUMNS))
     n_unmapped: int = 0
+    counts: "EventCounts | None" = None
     event_source: str = ""
+    orig_sfreq: float = 0.0
     error: str | None = None
 
 
@@ -67,9 +72,37 @@ def parse_entities(rel_path: str, regex: str) -> dict[str, str]:
     return {k: v or "" for k, v in match.groupdict().items()}
 
 
-def _stim_events(raw: mne.io.BaseRaw, stim_channel: str | None) -> np.ndarray:
-    return mne.find_events(raw, stim_channel=stim_channel, shortest_event=1,
-                           initial_event=True, consecutive=True, verbose="error")
+def _stim_events(raw: mne.io.BaseRaw, params: Ingest) -> np.ndarray:
+    """Stim-channel onsets; an event at sample 0 is kept; high status bits masked by param."""
+    return mne.find_events(raw, stim_channel=params.stim_channel, shortest_event=1,
+                           initial_event=True, consecutive=True, mask=params.stim_mask,
+                           mask_type="and", verbose="error")
+
+
+def events_sidecar(path: Path) -> Path:
+    """The BIDS-style <stem>_events.tsv beside a recording (datatype suffix replaced)."""
+    stem = path.name.split(".")[0]
+    candidates = [path.with_name(f"{stem}_events.tsv")]
+    if "_" in stem:
+        candidates.append(path.with_name(f"{stem.rsplit('_', 1)[0]}_events.tsv"))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise OddpipeError(f"no events sidecar ({' or '.join(c.name for c in candidates)}); "
+                       "add one or set ingest.event_source")
+
+
+def _tsv_events(raw: mne.io.BaseRaw, path: Path, column: str) -> tuple[np.ndarray, list[str]]:
+    table = pd.read_csv(events_sidecar(path), sep="\t", dtype=str, keep_default_na=False)
+    col = column if column in table else "value"
+    if col not in table or "onset" not in table:
+        raise OddpipeError(f"{events_sidecar(path).name} needs an 'onset' and a '{column}' "
+                           "or 'value' column; set ingest.tsv_column")
+    if "sample" in table and table["sample"].str.isdigit().all():
+        samples = table["sample"].astype(int).to_numpy()
+    else:
+        samples = np.round(table["onset"].astype(float).to_numpy() * raw.info["sfreq"]).astype(int)
+    return samples, list(table[col])
 
 
 def _annotation_events(raw: mne.io.BaseRaw) -> tuple[np.ndarray, list[str]]:
@@ -78,13 +111,17 @@ def _annotation_events(raw: mne.io.BaseRaw) -> tuple[np.ndarray, list[str]]:
     return events, [names[c] for c in events[:, 2]]
 
 
-def read_events(raw: mne.io.BaseRaw, params: Ingest) -> tuple[np.ndarray, list[str], str]:
+def read_events(raw: mne.io.BaseRaw, params: Ingest,
+                path: Path | None = None) -> tuple[np.ndarray, list[str], str]:
     """Events as (samples from first_samp, codes as strings, source used)."""
+    if params.event_source == "tsv":
+        samples, codes = _tsv_events(raw, path, params.tsv_column)
+        return samples, codes, "tsv"
     has_stim = params.stim_channel is not None or bool(
         mne.pick_types(raw.info, stim=True, exclude=[]).size
     )
     if params.event_source in ("stim", "auto") and has_stim:
-        events = _stim_events(raw, params.stim_channel)
+        events = _stim_events(raw, params)
         if len(events) or params.event_source == "stim":
             return events[:, 0] - raw.first_samp, [str(c) for c in events[:, 2]], "stim"
     if params.event_source in ("annotations", "auto") and len(raw.annotations):
@@ -93,16 +130,27 @@ def read_events(raw: mne.io.BaseRaw, params: Ingest) -> tuple[np.ndarray, list[s
     return np.empty(0, dtype=int), [], "none"
 
 
+@dataclass
+class EventCounts:
+    unmapped: int = 0    # codes in no class: counted, ignored
+    duplicates: int = 0  # the same code twice at one sample: collapsed
+    conflicts: int = 0   # a target and a non-target at one sample: both left out
+
+
 def label_events(samples: np.ndarray, codes: list[str], sfreq: float,
-                 params: Ingest) -> tuple[pd.DataFrame, int]:
-    """Map codes to target (1) / non-target (0); unmapped events are counted and left out."""
+                 params: Ingest) -> tuple[pd.DataFrame, EventCounts]:
+    """Map codes to target (1) / non-target (0), in time order; labels never guess."""
     targets = {str(v) for v in params.events.target}
     nontargets = {str(v) for v in params.events.nontarget}
-    rows = [
-        (int(s), s / sfreq, c, "target" if c in targets else "nontarget", int(c in targets))
-        for s, c in zip(samples, codes) if c in targets or c in nontargets
-    ]
-    return pd.DataFrame(rows, columns=EVENT_COLUMNS), len(codes) - len(rows)
+    rows = [(int(s), s / sfreq, c, "target" if c in targets else "nontarget", int(c in targets))
+            for s, c in zip(samples, codes) if c in targets or c in nontargets]
+    table = pd.DataFrame(rows, columns=EVENT_COLUMNS).sort_values("sample", kind="stable")
+    counts = EventCounts(unmapped=len(codes) - len(rows))
+    unique = table.drop_duplicates(["sample", "code"])
+    counts.duplicates = len(table) - len(unique)
+    classes = unique.groupby("sample")["y"].transform("nunique")
+    counts.conflicts = int((classes > 1).sum())
+    return unique[classes == 1].reset_index(drop=True), counts
 
 
 def data_channels(raw: mne.io.BaseRaw, ch_types: list[str]) -> dict[str, str]:
@@ -124,7 +172,10 @@ def open_raw(path: Path) -> mne.io.BaseRaw:
     not a warning hidden in the log (a truncated file would pass as shorter)."""
     with mne.utils.catch_logging(verbose="warning") as log_text, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the text is caught above and judged below
-        raw = mne.io.read_raw(path, preload=False, verbose="warning")
+        try:
+            raw = mne.io.read_raw(path, preload=False, verbose="warning")
+        except (NotImplementedError, RuntimeError):  # some readers (BCI2000) need preload
+            raw = mne.io.read_raw(path, preload=True, verbose="warning")
     text = log_text.getvalue()
     if "does not match the file size" in text or "truncat" in text.lower():
         raise OddpipeError(f"the file looks truncated (MNE: {text.strip().splitlines()[0]}); "
@@ -141,14 +192,23 @@ def describe_codes(codes: list[str], limit: int = 8) -> str:
 def _fill_scan(scan: FileScan, raw: mne.io.BaseRaw, params: Ingest) -> None:
     scan.sfreq, scan.n_times = float(raw.info["sfreq"]), raw.n_times
     scan.channels = data_channels(raw, params.ch_types)
-    samples, codes, scan.event_source = read_events(raw, params)
-    scan.events, scan.n_unmapped = label_events(samples, codes, scan.sfreq, params)
+    samples, codes, scan.event_source = read_events(raw, params, scan.path)
+    scan.events, scan.counts = label_events(samples, codes, scan.sfreq, params)
+    scan.n_unmapped = scan.counts.unmapped
+    if scan.counts.duplicates or scan.counts.conflicts:
+        log.warning("%s: %d duplicate events collapsed, %d events at a sample holding both "
+                    "classes left out", path_label(scan), scan.counts.duplicates,
+                    scan.counts.conflicts)
     if not scan.channels:
         scan.error = f"no channels of type {params.ch_types}; set ingest.ch_types"
     elif scan.events.empty:
         scan.error = (f"no usable events (source: {scan.event_source}, {len(codes)} found"
                       f"{': ' + describe_codes(codes) if codes else ''}; none mapped); "
                       "check ingest.events and ingest.event_source")
+
+
+def path_label(scan: FileScan) -> str:
+    return str(scan.path)
 
 
 def scan_file(path: Path, raw_dir: Path, params: Ingest) -> FileScan:
@@ -197,25 +257,39 @@ def common_channels(scans: list[FileScan]) -> list[str]:
     return [n for n in names if n in shared]
 
 
-def check_rates(scans: list[FileScan]) -> float:
+def check_rates(scans: list[FileScan], target: float | None = None) -> float:
+    """The working rate: the files' common rate, or ingest.sfreq when set."""
     rates = sorted({s.sfreq for s in scans})
-    if len(rates) > 1:
+    if target is None and len(rates) > 1:
         groups = {r: [s.path.name for s in scans if s.sfreq == r] for r in rates}
         raise OddpipeError(f"recordings have different sampling rates: {groups}; "
-                           "ingest each rate separately (resampling arrives with ingest.sfreq)")
-    return rates[0]
+                           "set ingest.sfreq to resample them all to one rate")
+    return target or rates[0]
 
 
-def write_recording(scan: FileScan, channels: list[str], out_dir: Path) -> Path:
-    """Second pass: load one file, keep the common channels by name, save float32 FIF."""
-    raw = mne.io.read_raw(scan.path, preload=False, verbose="error")
+def retime(scan: FileScan, sfreq: float) -> None:
+    """Move a scan's events and length to the rate its data will be resampled to."""
+    scan.orig_sfreq = scan.sfreq
+    if scan.sfreq == sfreq:
+        return
+    ratio = sfreq / scan.sfreq
+    scan.events = scan.events.assign(sample=np.round(scan.events["sample"] * ratio).astype(int))
+    scan.n_times, scan.sfreq = int(round(scan.n_times * ratio)), sfreq
+
+
+def write_recording(scan: FileScan, channels: list[str], out_dir: Path) -> tuple[Path, int]:
+    """Second pass: load one file, keep the common channels by name, resample (anti-aliased)
+    to the working rate when needed, save float32 FIF."""
+    raw = open_raw(scan.path)
     raw.pick([scan.channels[n] for n in channels])
     raw.load_data(verbose="error")
+    if raw.info["sfreq"] != scan.sfreq:
+        raw.resample(scan.sfreq, verbose="error")
     raw.rename_channels({scan.channels[n]: n for n in channels})
     raw.set_annotations(None)  # events travel in events.tsv, the one source of labels
     out = out_dir / f"{scan.recording}_raw.fif"
     raw.save(out, fmt="single", overwrite=True, verbose="error")
-    return out
+    return out, raw.n_times
 
 
 def check_unique(scans: list[FileScan]) -> None:
@@ -233,7 +307,10 @@ def report_rows(scans: list[FileScan]) -> pd.DataFrame:
         "file": str(s.path), "recording": s.recording, "status": "error" if s.error else "ok",
         "reason": s.error or "", "event_source": s.event_source,
         "n_target": int((s.events["y"] == 1).sum()), "n_nontarget": int((s.events["y"] == 0).sum()),
-        "n_unmapped": s.n_unmapped, "n_channels": len(s.channels), "sfreq": s.sfreq,
+        "n_unmapped": s.n_unmapped,
+        "n_duplicates": s.counts.duplicates if s.counts else 0,
+        "n_conflicts": s.counts.conflicts if s.counts else 0,
+        "n_channels": len(s.channels), "sfreq": s.sfreq,
         "duration_s": s.n_times / s.sfreq if s.sfreq else 0.0,
     } for s in scans]
     return pd.DataFrame(rows)
@@ -256,6 +333,7 @@ def recording_row(scan: FileScan, fif: Path, n_channels: int, line_freq: float) 
     return {
         "recording": scan.recording, "subject": scan.subject, "session": scan.session,
         "run": scan.run, "source": str(scan.path), "fif": fif.name, "sfreq": scan.sfreq,
+        "orig_sfreq": scan.orig_sfreq,
         "n_channels": n_channels, "n_times": scan.n_times,
         "duration_s": scan.n_times / scan.sfreq, "line_freq": line_freq,
         "event_source": scan.event_source, "n_target": int(scan.events["y"].sum()),
@@ -288,12 +366,6 @@ def run_ingest(params: Ingest, out_dir: Path, n_jobs: int = 1, backend: str = "l
     Returns (recordings, events, report); report lists every file found, usable or not,
     and is written to report_path first, so the reasons survive a failure.
     """
-    from oddpipe.io import write_tsv
-
-    from functools import partial
-
-    from oddpipe.parallel import map_recordings
-
     raw_dir = Path(params.raw_dir)
     files = list_files(raw_dir, params.pattern)
     scans = map_recordings(partial(scan_file, raw_dir=raw_dir, params=params), files,
@@ -304,11 +376,15 @@ def run_ingest(params: Ingest, out_dir: Path, n_jobs: int = 1, backend: str = "l
     good = usable_scans(scans, params.on_error)
     check_targets(good, params)
     check_unique(good)
-    check_rates(good)
+    sfreq = check_rates(good, params.sfreq)
+    for scan in good:
+        retime(scan, sfreq)
     channels = common_channels(good)
     out_dir.mkdir(parents=True, exist_ok=True)
     fifs = map_recordings(partial(write_recording, channels=channels, out_dir=out_dir), good,
                           n_jobs, backend)
+    for scan, (_, n_times) in zip(good, fifs):
+        scan.n_times = n_times  # after resampling, from the data written
     recordings = pd.DataFrame([recording_row(s, f, len(channels), params.line_freq)
-                               for s, f in zip(good, fifs)])
+                               for s, (f, _) in zip(good, fifs)])
     return recordings, events_table(good), report

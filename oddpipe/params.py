@@ -52,9 +52,12 @@ class Ingest(Section):
     pattern: str = "**/*.edf"
     path_regex: str = r"sub-(?P<subject>[A-Za-z0-9]+)"
     ch_types: list[Literal["eeg", "seeg", "ecog", "dbs"]] = ["eeg", "seeg", "ecog"]
-    event_source: Literal["auto", "stim", "annotations"] = "auto"
+    event_source: Literal["auto", "stim", "annotations", "tsv"] = "auto"
     stim_channel: str | None = None
+    stim_mask: int | None = Field(None, ge=1)  # keep these bits of status words (e.g. 255)
+    tsv_column: str = "trial_type"  # tsv source: <stem>_events.tsv column; else "value"
     events: EventMap
+    sfreq: float | None = Field(None, gt=0)  # resample every file to this rate (anti-aliased)
     line_freq: float | Literal["auto"] = 60.0  # auto: 50 or 60 Hz per recording, or none
     on_error: Literal["fail", "skip"] = "skip"
 

@@ -1,0 +1,109 @@
+"""Ingest event and rate rules with exact counts: stim mask, duplicates collapsed, a
+target and a non-target at one sample left out, an events.tsv sidecar, and mixed rates
+resampled to ingest.sfreq with the labels kept on their stimuli."""
+from __future__ import annotations
+
+import mne
+import numpy as np
+import pandas as pd
+import pytest
+
+from oddpipe.errors import OddpipeError
+from oddpipe.ingest import label_events, run_ingest
+from tests.conftest import make_params
+
+NAMES = ["Fz", "Cz", "Pz", "Oz"]
+
+
+def stim_raw(sfreq: float, codes_at: dict[int, int], seconds: float = 20.0) -> mne.io.RawArray:
+    n = int(sfreq * seconds)
+    data = np.random.default_rng(0).standard_normal((len(NAMES) + 1, n)) * 1e-5
+    data[-1] = 0
+    for sample, code in codes_at.items():
+        data[-1, sample:sample + 2] = code
+    info = mne.create_info(NAMES + ["STI"], sfreq, ["eeg"] * len(NAMES) + ["stim"])
+    return mne.io.RawArray(data, info, verbose="error")
+
+
+def params_for(raw_dir, **ingest):
+    base = {"pattern": "**/*_raw.fif", "event_source": "stim",
+            "events": {"target": [2], "nontarget": [1]}}
+    return make_params(raw_dir, ingest={**base, **ingest}).ingest
+
+
+def test_stim_mask_strips_high_status_bits(tmp_path):
+    (tmp_path / "sub-01").mkdir()
+    codes = {100: 1 + 65280, 300: 2 + 65280, 500: 1, 700: 2 + 256, 900: 2}
+    stim_raw(250.0, codes).save(tmp_path / "sub-01/sub-01_run-01_raw.fif", verbose="error")
+    plain = run_ingest(params_for(tmp_path), tmp_path / "a")[0]
+    masked = run_ingest(params_for(tmp_path, stim_mask=255), tmp_path / "b")[0]
+    assert (int(plain["n_nontarget"][0]), int(plain["n_target"][0]),
+            int(plain["n_unmapped"][0])) == (1, 1, 3)
+    assert (int(masked["n_nontarget"][0]), int(masked["n_target"][0]),
+            int(masked["n_unmapped"][0])) == (2, 3, 0)
+
+
+def test_duplicates_collapse_and_conflicts_are_left_out():
+    params = params_for("unused")
+    samples = np.array([10, 10, 20, 20, 30, 40])
+    codes = ["1", "1", "1", "2", "2", "9"]
+    table, counts = label_events(samples, codes, 100.0, params)
+    assert list(table["sample"]) == [10, 30] and list(table["y"]) == [0, 1]
+    assert (counts.unmapped, counts.duplicates, counts.conflicts) == (1, 1, 2)
+
+
+def test_events_from_a_bids_style_sidecar(tmp_path):
+    (tmp_path / "sub-01").mkdir()
+    raw = stim_raw(200.0, {})
+    raw.drop_channels(["STI"])
+    raw.save(tmp_path / "sub-01/sub-01_task-x_run-01_raw.fif", verbose="error")
+    pd.DataFrame({"onset": [1.0, 2.5, 4.0, 5.0], "duration": 0,
+                  "trial_type": ["std", "odd", "std", "resp"]}).to_csv(
+        tmp_path / "sub-01/sub-01_task-x_run-01_events.tsv", sep="\t", index=False)
+    params = params_for(tmp_path, event_source="tsv",
+                        events={"target": ["odd"], "nontarget": ["std"]})
+    recordings, events, _ = run_ingest(params, tmp_path / "out")
+    assert recordings["event_source"][0] == "tsv"
+    assert list(events["sample"]) == [200, 500, 800] and list(events["y"]) == [0, 1, 0]
+    assert int(recordings["n_unmapped"][0]) == 1
+
+
+def test_missing_sidecar_is_reported_by_name(tmp_path):
+    (tmp_path / "sub-01").mkdir()
+    stim_raw(200.0, {}).save(tmp_path / "sub-01/sub-01_run-01_raw.fif", verbose="error")
+    params = params_for(tmp_path, event_source="tsv", on_error="fail")
+    with pytest.raises(OddpipeError, match="no events sidecar.*sub-01_run-01_raw_events.tsv"):
+        run_ingest(params, tmp_path / "out")
+
+
+def test_mixed_rates_fail_unless_resampled_and_labels_stay_on_their_stimuli(tmp_path):
+    for i, sfreq in enumerate([250.0, 500.0, 1000.0], start=1):
+        (tmp_path / f"sub-0{i}").mkdir()
+        k = sfreq / 250.0  # the same stimulus times in every file: 2.0 s, 4.0 s, 6.2 s
+        raw = stim_raw(sfreq, {int(500 * k): 1, int(1000 * k): 2, int(1550 * k): 1})
+        raw.save(tmp_path / f"sub-0{i}/sub-0{i}_run-01_raw.fif", verbose="error")
+    with pytest.raises(OddpipeError, match="different sampling rates.*set ingest.sfreq"):
+        run_ingest(params_for(tmp_path), tmp_path / "a")
+    recordings, events, _ = run_ingest(params_for(tmp_path, sfreq=250.0), tmp_path / "b")
+    assert list(recordings["orig_sfreq"]) == [250.0, 500.0, 1000.0]
+    assert (recordings["sfreq"] == 250.0).all() and (recordings["n_times"] == 5000).all()
+    for _, part in events.groupby("recording"):
+        assert list(part["sample"]) == [500, 1000, 1550] and list(part["y"]) == [0, 1, 0]
+    for fif in recordings["fif"]:
+        assert mne.io.read_info(tmp_path / "b" / fif, verbose="error")["sfreq"] == 250.0
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("pattern, n_target, n_nontarget", [
+    ("eeg2_*.dat", 20, 80), ("eeg3_*.dat", 120, 600)])
+def test_bci2000_runs_ingest_through_their_events_sidecars(tmp_path, pattern, n_target,
+                                                           n_nontarget):
+    from tests.conftest import shared_dataset
+
+    params = make_params(shared_dataset("bci2000_p300"), ingest={
+        "pattern": pattern, "path_regex": "eeg(?P<subject>[0-9])_(?P<run>[0-9])",
+        "event_source": "tsv", "events": {"target": ["target"], "nontarget": ["nontarget"]}})
+    recordings, _, _ = run_ingest(params.ingest, tmp_path / "out")
+    assert len(recordings) == 2 and set(recordings["event_source"]) == {"tsv"}
+    assert list(recordings["n_target"]) == [n_target] * 2
+    assert list(recordings["n_nontarget"]) == [n_nontarget] * 2
