@@ -189,6 +189,25 @@ def describe_codes(codes: list[str], limit: int = 8) -> str:
     return ", ".join(repr(c) for c in found[:limit]) + more
 
 
+def typical_rms(raw: mne.io.BaseRaw, picks: list[str], n_segments: int = 10) -> float:
+    """Median over channels of the std of a few 1 s segments (detrended by their mean)."""
+    seg = min(int(raw.info["sfreq"]), raw.n_times)
+    starts = np.linspace(0, raw.n_times - seg, n_segments).astype(int)
+    data = np.stack([raw.get_data(picks=picks, start=s, stop=s + seg) for s in starts])
+    return float(np.nanmedian(np.nanmedian(data.std(axis=-1), axis=0)))
+
+
+def check_amplitude(raw: mne.io.BaseRaw, channels: dict[str, str], params: Ingest) -> str | None:
+    """A unit mistake (counts or microvolts labelled as volts) is reported, never rescaled."""
+    rms = typical_rms(raw, list(channels.values()))
+    low, high = params.plausible_rms_v
+    if low <= rms <= high:
+        return None
+    return (f"implausible amplitude: typical channel RMS {rms:.3g} V, expected {low:g}-{high:g} V "
+            "for EEG/iEEG; check the file's units or gain (it is not rescaled), or widen "
+            "ingest.plausible_rms_v")
+
+
 def _fill_scan(scan: FileScan, raw: mne.io.BaseRaw, params: Ingest) -> None:
     scan.sfreq, scan.n_times = float(raw.info["sfreq"]), raw.n_times
     scan.channels = data_channels(raw, params.ch_types)
@@ -201,6 +220,8 @@ def _fill_scan(scan: FileScan, raw: mne.io.BaseRaw, params: Ingest) -> None:
                     scan.counts.conflicts)
     if not scan.channels:
         scan.error = f"no channels of type {params.ch_types}; set ingest.ch_types"
+    elif error := check_amplitude(raw, scan.channels, params):
+        scan.error = error
     elif scan.events.empty:
         scan.error = (f"no usable events (source: {scan.event_source}, {len(codes)} found"
                       f"{': ' + describe_codes(codes) if codes else ''}; none mapped); "

@@ -58,6 +58,7 @@ class Ingest(Section):
     tsv_column: str = "trial_type"  # tsv source: <stem>_events.tsv column; else "value"
     events: EventMap
     sfreq: float | None = Field(None, gt=0)  # resample every file to this rate (anti-aliased)
+    plausible_rms_v: tuple[float, float] = (1e-7, 1e-2)  # typical channel RMS, volts
     line_freq: float | Literal["auto"] = 60.0  # auto: 50 or 60 Hz per recording, or none
     on_error: Literal["fail", "skip"] = "skip"
 

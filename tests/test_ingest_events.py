@@ -3,6 +3,8 @@ target and a non-target at one sample left out, an events.tsv sidecar, and mixed
 resampled to ingest.sfreq with the labels kept on their stimuli."""
 from __future__ import annotations
 
+import re
+
 import mne
 import numpy as np
 import pandas as pd
@@ -102,8 +104,34 @@ def test_bci2000_runs_ingest_through_their_events_sidecars(tmp_path, pattern, n_
 
     params = make_params(shared_dataset("bci2000_p300"), ingest={
         "pattern": pattern, "path_regex": "eeg(?P<subject>[0-9])_(?P<run>[0-9])",
-        "event_source": "tsv", "events": {"target": ["target"], "nontarget": ["nontarget"]}})
+        "event_source": "tsv", "events": {"target": ["target"], "nontarget": ["nontarget"]},
+        "plausible_rms_v": [1e-7, 1e5]})  # accept its raw A/D counts knowingly (see below)
     recordings, _, _ = run_ingest(params.ingest, tmp_path / "out")
     assert len(recordings) == 2 and set(recordings["event_source"]) == {"tsv"}
     assert list(recordings["n_target"]) == [n_target] * 2
     assert list(recordings["n_nontarget"]) == [n_nontarget] * 2
+
+
+def test_a_unit_mistake_is_flagged_and_kept_out_not_rescaled(tmp_path):
+    for i, scale in ((1, 1.0), (2, 1e6)):  # file 2 stores microvolts labelled as volts
+        (tmp_path / f"sub-0{i}").mkdir()
+        raw = stim_raw(250.0, {500: 1, 1000: 2})
+        raw.apply_function(lambda x: x * scale, picks="eeg")
+        raw.save(tmp_path / f"sub-0{i}/sub-0{i}_run-01_raw.fif", verbose="error")
+    recordings, _, report = run_ingest(params_for(tmp_path), tmp_path / "out")
+    assert list(recordings["recording"]) == ["sub-01_run-01_raw"]
+    reason = report.loc[report["recording"] == "sub-02_run-01_raw", "reason"].item()
+    rms = float(re.match(r"implausible amplitude: typical channel RMS ([0-9.e+-]+) V", reason)[1])
+    assert rms == pytest.approx(10.0, rel=0.05)  # 10 uV noise read as 10 V
+
+
+@pytest.mark.realdata
+def test_bci2000_counts_as_volts_are_caught_by_the_plausibility_check(tmp_path):
+    from tests.conftest import shared_dataset
+
+    params = make_params(shared_dataset("bci2000_p300"), ingest={
+        "pattern": "eeg*.dat", "path_regex": "eeg(?P<subject>[0-9])_(?P<run>[0-9])",
+        "event_source": "tsv", "events": {"target": ["target"], "nontarget": ["nontarget"]},
+        "plausible_rms_v": [1e-7, 1e-2], "on_error": "fail"})
+    with pytest.raises(OddpipeError, match="eeg2_1.dat: implausible amplitude"):
+        run_ingest(params.ingest, tmp_path / "out")
