@@ -47,8 +47,9 @@ def scan_starts(n_times: int, seg_len: int, n_segments: int) -> np.ndarray:
     return np.linspace(0, n_times - seg_len, n_segments).round().astype(int)
 
 
-def read_segments(raw: mne.io.BaseRaw, starts: np.ndarray, seg_len: int) -> np.ndarray:
-    return np.stack([raw.get_data(start=s, stop=s + seg_len) for s in starts])
+def read_segments(raw: mne.io.BaseRaw, starts: np.ndarray, seg_len: int,
+                  picks: list[int] | None = None) -> np.ndarray:
+    return np.stack([raw.get_data(picks=picks, start=s, stop=s + seg_len) for s in starts])
 
 
 def detrend_linear(x: np.ndarray) -> np.ndarray:
@@ -182,15 +183,16 @@ def scan_and_sample(fif: str, recording: str, line_freq: float | str, samples: n
 
 
 def scan_recording(raw: mne.io.BaseRaw | str, recording: str, line_freq: float | str,
-                   params: Outliers) -> RecordingFeatures:
-    """(b) the scan: systematic segments over the whole recording."""
+                   params: Outliers, picks: list[int] | None = None) -> RecordingFeatures:
+    """(b) the scan: systematic segments over the whole recording (picked channels)."""
     if not isinstance(raw, mne.io.BaseRaw):
         raw = mne.io.read_raw_fif(raw, preload=False, verbose="error")
+    picks = list(range(len(raw.ch_names))) if picks is None else picks
     sfreq = raw.info["sfreq"]
     seg_len = int(round(params.segment_s * sfreq))
     starts = scan_starts(raw.n_times, seg_len, params.n_segments)
-    table, freqs, psd, _ = segment_features(read_segments(raw, starts, seg_len), sfreq,
-                                            line_freq, raw.ch_names)
+    table, freqs, psd, _ = segment_features(read_segments(raw, starts, seg_len, picks), sfreq,
+                                            line_freq, [raw.ch_names[i] for i in picks])
     return RecordingFeatures(recording, table, freqs, psd)
 
 
@@ -389,14 +391,10 @@ def scan_files(paths: list[Path], params: Outliers, line_freq: float | str = "au
     feats = []
     for path in paths:
         raw = mne.io.read_raw(path, preload=False, verbose="error")
-        picks = mne.pick_types(raw.info, exclude=[], **{t: True for t in ch_types})
-        sfreq = raw.info["sfreq"]
-        seg_len = min(int(round(params.segment_s * sfreq)), raw.n_times)
-        starts = scan_starts(raw.n_times, seg_len, params.n_segments)
-        segs = np.stack([raw.get_data(picks=picks, start=s, stop=s + seg_len) for s in starts])
-        table, freqs, psd, _ = segment_features(segs, sfreq, line_freq,
-                                                [raw.ch_names[i] for i in picks])
-        feats.append(RecordingFeatures(Path(path).stem, table, freqs, psd))
+        picks = list(mne.pick_types(raw.info, exclude=[], **{t: True for t in ch_types}))
+        seg_s = min(params.segment_s, raw.n_times / raw.info["sfreq"])  # short clips: whole
+        feats.append(scan_recording(raw, Path(path).stem, line_freq,
+                                    params.model_copy(update={"segment_s": seg_s}), picks))
     recordings = pd.DataFrame({"recording": [f.recording for f in feats],
                                "subject": [f.recording for f in feats]})
     flags = flag_channels(_features_table(feats, recordings), params)
