@@ -28,7 +28,7 @@ $(DEMO_DONE): oddpipe/demo.py scripts/make_demo.py | install
 
 repro: install demo
 	$(BIN)/dvc repro
-	$(BIN)/dvc metrics show
+	$(BIN)/dvc metrics show metrics/eval.json
 
 test: install
 	$(BIN)/python -m pytest -q tests
