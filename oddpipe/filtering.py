@@ -7,6 +7,7 @@ epoch array is zero and marked in a boolean mask, so later stages can ignore the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import mne
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from oddpipe.errors import OddpipeError
+from oddpipe.parallel import map_recordings
 from oddpipe.params import Filter
 
 SPLITS = ("train", "val", "test")
@@ -147,10 +149,6 @@ def run_filter(recordings: pd.DataFrame, events: pd.DataFrame, decisions: dict[s
                ingest_dir: Path, out_dir: Path, params: Filter, n_jobs: int = 1,
                backend: str = "loky") -> dict:
     """Epoch every kept recording, then assemble train/val/test arrays and tables."""
-    from functools import partial
-
-    from oddpipe.parallel import map_recordings
-
     keep = recordings[recordings["recording"].map(
         lambda r: decisions[r]["action"] != "drop_recording")]
     if keep.empty:

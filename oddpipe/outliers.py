@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from oddpipe.errors import OddpipeError
+from oddpipe.parallel import map_recordings
 from oddpipe.params import Outliers
 
 log = logging.getLogger(__name__)
@@ -327,8 +328,6 @@ def _features_table(feats: list[RecordingFeatures], recordings: pd.DataFrame) ->
 def detect(recordings: pd.DataFrame, sample: pd.DataFrame, fif_dir, params: Outliers,
            n_jobs: int = 1, backend: str = "loky") -> OutlierResult:
     """Scan every recording, check the inspection sample, decide on the scan."""
-    from oddpipe.parallel import map_recordings
-
     short = too_short(recordings, params)
     for rec, reason in short.items():
         log.warning("%s: %s", rec, reason)
