@@ -1,7 +1,9 @@
-"""Wall time of the ingest and outliers stages on the demo dataset, as `dvc repro` runs
-them (a fresh Python process each), with the interpreter + import cost shown apart.
+"""Wall time of the ingest, outliers and outliers_report stages on the demo dataset, as
+`dvc repro` runs them (a fresh Python process each), with the interpreter + import cost
+shown apart.
 
 Run: .venv/bin/python bench/stage_times.py [--repeat 3]   (needs `make demo` first)
+     .venv/bin/python bench/stage_times.py --subjects 20  (a 4x demo, generated to /tmp)
 """
 from __future__ import annotations
 
@@ -31,17 +33,25 @@ def timed(cmd: list[str], cwd: Path) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--subjects", type=int, default=0,
+                   help="generate a demo with this many subjects instead of data/raw/demo")
     args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="oddpipe-bench-"))
     demo = REPO / "data/raw/demo"
+    if args.subjects:
+        sys.path.insert(0, str(REPO))
+        from oddpipe.demo import DemoSpec, generate
+        demo = work / "raw"
+        generate(demo, work / "truth.json", DemoSpec(n_subjects=args.subjects))
     if not demo.is_dir():
         sys.exit("no demo dataset: run `make demo` first")
-    work = Path(tempfile.mkdtemp(prefix="oddpipe-bench-"))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["ingest"]["raw_dir"] = str(demo)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     py = sys.executable
-    runs: dict[str, list[float]] = {"ingest": [], "sample": [], "outliers": []}
-    imports = {s: [] for s in ("ingest", "outliers")}
+    runs: dict[str, list[float]] = {"ingest": [], "sample": [], "outliers": [],
+                                    "outliers_report": []}
+    imports = {s: [] for s in ("ingest", "outliers", "outliers_report")}
     for _ in range(args.repeat):
         for stage in runs:
             runs[stage].append(timed([py, "-m", f"stages.{stage}"], work))
@@ -52,14 +62,18 @@ def main() -> None:
     size = sum(f.stat().st_size for f in demo.rglob("*.edf")) / 1e6
     print(f"demo: {len(list(demo.rglob('*.edf')))} EDF files, {size:.0f} MB; "
           f"median of {args.repeat} runs, seconds")
-    print(f"{'stage':10s} {'wall':>7s} {'imports':>8s} {'work':>7s}")
-    for stage in ("ingest", "outliers"):
-        print(f"{stage:10s} {med[stage]:7.2f} {imp[stage]:8.2f} {med[stage] - imp[stage]:7.2f}")
+    print(f"{'stage':16s} {'wall':>7s} {'imports':>8s} {'work':>7s}")
+    for stage in imports:
+        print(f"{stage:16s} {med[stage]:7.2f} {imp[stage]:8.2f} {med[stage] - imp[stage]:7.2f}")
+    work_of = {s: med[s] - imp[s] for s in imports}
     print(f"outliers / ingest: wall {med['outliers'] / med['ingest']:.2f}, "
-          f"work {(med['outliers'] - imp['outliers']) / (med['ingest'] - imp['ingest']):.2f}")
+          f"work {work_of['outliers'] / work_of['ingest']:.2f}")
+    print(f"outliers_report / ingest: wall {med['outliers_report'] / med['ingest']:.2f}, "
+          f"work {work_of['outliers_report'] / work_of['ingest']:.2f}")
     print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
           f"Python {platform.python_version()}")
-    print("command: .venv/bin/python bench/stage_times.py --repeat", args.repeat)
+    extra = f" --subjects {args.subjects}" if args.subjects else ""
+    print(f"command: .venv/bin/python bench/stage_times.py --repeat {args.repeat}{extra}")
     shutil.rmtree(work)
 
 

@@ -14,6 +14,7 @@ import mne
 import numpy as np
 import pandas as pd
 
+from oddpipe import continuous
 from oddpipe.errors import OddpipeError
 from oddpipe.parallel import map_recordings
 from oddpipe.params import Filter
@@ -84,10 +85,22 @@ def filter_raw(raw: mne.io.BaseRaw, params: Filter, line_freq: float | None) -> 
     return raw
 
 
-def epoch_recording(fif: Path, recording: str, events: pd.DataFrame, line_freq: float | None,
-                    drop_channels: list[str], params: Filter, parts_dir: Path) -> RecordingEpochs:
+@dataclass
+class Continuous:
+    """Where one recording's continuous data are, and how to read them."""
+
+    path: Path
+    channels: list[str]
+    types: list[str]
+    sfreq: float
+
+
+def epoch_recording(source: Continuous, recording: str, events: pd.DataFrame,
+                    line_freq: float | None, drop_channels: list[str], params: Filter,
+                    parts_dir: Path) -> RecordingEpochs:
     """Filter one continuous recording and cut its labelled events into epochs."""
-    raw = mne.io.read_raw_fif(fif, preload=True, verbose="error")
+    raw = continuous.to_raw(continuous.open_data(source.path), source.channels, source.types,
+                            source.sfreq)
     check_rates(params, raw.info["sfreq"])
     # Flagged channels are filtered too (unless non-finite), so the normalize stage can say
     # how much they would have inflated the scale; then they are zeroed and masked.
@@ -154,11 +167,11 @@ def run_filter(recordings: pd.DataFrame, events: pd.DataFrame, decisions: dict[s
     if keep.empty:
         raise OddpipeError("every recording was dropped by the outliers stage; see "
                            "reports/outliers.html and adjust the outliers thresholds")
-    channels = list(mne.io.read_info(ingest_dir / keep["fif"].iloc[0], verbose="error")["ch_names"])
+    channels, types = continuous.read_channels(ingest_dir)
     masks = {r: drop_mask(channels, decisions[r]) for r in keep["recording"]}
     parts_dir = out_dir / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(ingest_dir / r.fif, r.recording, events[events["recording"] == r.recording],
+    jobs = [(Continuous(ingest_dir / r.data, channels, types, float(r.sfreq)), r.recording, events[events["recording"] == r.recording],
              decisions[r.recording]["line_freq"],
              [c for c, m in zip(channels, masks[r.recording]) if m])
             for r in keep.itertuples()]
@@ -196,5 +209,5 @@ def check_splits(tables: dict[str, pd.DataFrame], dropped: list[str]) -> None:
 
 
 def _epoch_job(job: tuple, params: Filter, parts_dir: Path) -> RecordingEpochs:
-    fif, recording, events, line_freq, dropped = job
-    return epoch_recording(fif, recording, events, line_freq, dropped, params, parts_dir)
+    source, recording, events, line_freq, dropped = job
+    return epoch_recording(source, recording, events, line_freq, dropped, params, parts_dir)

@@ -1,7 +1,8 @@
 """Ingest: read raw recordings with MNE, map events to labels, pick channels by name.
 
 Two passes keep memory flat: a cheap scan of every file (header, channels, events), then
-one file at a time is loaded, reduced to the common channels and written as float32 FIF.
+one file at a time is streamed, reduced to the common channels, into a float32 .npy
+(the contract is in oddpipe/continuous.py).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import mne
 import numpy as np
 import pandas as pd
 
+from oddpipe import continuous
 from oddpipe.errors import OddpipeError
 from oddpipe.io import write_tsv
 from oddpipe.parallel import map_recordings
@@ -298,19 +300,23 @@ def retime(scan: FileScan, sfreq: float) -> None:
     scan.n_times, scan.sfreq = int(round(scan.n_times * ratio)), sfreq
 
 
-def write_recording(scan: FileScan, channels: list[str], out_dir: Path) -> tuple[Path, int]:
-    """Second pass: load one file, keep the common channels by name, resample (anti-aliased)
-    to the working rate when needed, save float32 FIF."""
+def write_recording(scan: FileScan, channels: list[str],
+                    out_dir: Path) -> tuple[Path, int, list[str]]:
+    """Second pass: copy one file's common channels, by name, to a float32 .npy.
+
+    Streamed chunk by chunk when the rate is kept; resampling (anti-aliased) needs the
+    whole file in memory. Returns (path, samples written, channel types).
+    """
     raw = open_raw(scan.path)
-    raw.pick([scan.channels[n] for n in channels])
+    picks = [scan.channels[n] for n in channels]
+    types = raw.get_channel_types(picks=picks)
+    path = continuous.data_path(out_dir, scan.recording)
+    if raw.info["sfreq"] == scan.sfreq:
+        return path, continuous.stream_raw(raw, picks, path), types
+    raw.pick(picks)
     raw.load_data(verbose="error")
-    if raw.info["sfreq"] != scan.sfreq:
-        raw.resample(scan.sfreq, verbose="error")
-    raw.rename_channels({scan.channels[n]: n for n in channels})
-    raw.set_annotations(None)  # events travel in events.tsv, the one source of labels
-    out = out_dir / f"{scan.recording}_raw.fif"
-    raw.save(out, fmt="single", overwrite=True, verbose="error")
-    return out, raw.n_times
+    raw.resample(scan.sfreq, verbose="error")
+    return path, continuous.write_array(raw.get_data(), path), types
 
 
 def check_unique(scans: list[FileScan]) -> None:
@@ -350,10 +356,10 @@ def usable_scans(scans: list[FileScan], on_error: str) -> list[FileScan]:
     return good
 
 
-def recording_row(scan: FileScan, fif: Path, n_channels: int, line_freq: float) -> dict:
+def recording_row(scan: FileScan, data: Path, n_channels: int, line_freq: float) -> dict:
     return {
         "recording": scan.recording, "subject": scan.subject, "session": scan.session,
-        "run": scan.run, "source": str(scan.path), "fif": fif.name, "sfreq": scan.sfreq,
+        "run": scan.run, "source": str(scan.path), "data": data.name, "sfreq": scan.sfreq,
         "orig_sfreq": scan.orig_sfreq,
         "n_channels": n_channels, "n_times": scan.n_times,
         "duration_s": scan.n_times / scan.sfreq, "line_freq": line_freq,
@@ -382,7 +388,7 @@ def check_targets(scans: list[FileScan], params: Ingest) -> None:
 
 def run_ingest(params: Ingest, out_dir: Path, n_jobs: int = 1, backend: str = "loky",
                report_path: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Scan, choose channels, write one FIF per usable recording.
+    """Scan, choose channels, write one .npy per usable recording and channels.tsv.
 
     Returns (recordings, events, report); report lists every file found, usable or not,
     and is written to report_path first, so the reasons survive a failure.
@@ -402,10 +408,11 @@ def run_ingest(params: Ingest, out_dir: Path, n_jobs: int = 1, backend: str = "l
         retime(scan, sfreq)
     channels = common_channels(good)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fifs = map_recordings(partial(write_recording, channels=channels, out_dir=out_dir), good,
-                          n_jobs, backend)
-    for scan, (_, n_times) in zip(good, fifs):
+    written = map_recordings(partial(write_recording, channels=channels, out_dir=out_dir),
+                             good, n_jobs, backend)
+    for scan, (_, n_times, _) in zip(good, written):
         scan.n_times = n_times  # after resampling, from the data written
-    recordings = pd.DataFrame([recording_row(s, f, len(channels), params.line_freq)
-                               for s, (f, _) in zip(good, fifs)])
+    continuous.write_channels(out_dir, channels, written[0][2])
+    recordings = pd.DataFrame([recording_row(s, path, len(channels), params.line_freq)
+                               for s, (path, _, _) in zip(good, written)])
     return recordings, events_table(good), report

@@ -37,7 +37,7 @@ def write_tsv(path: Path, table: pd.DataFrame) -> None:
 
 # Identifiers stay strings: "01" must not become 1.
 ID_COLUMNS = {"recording": str, "subject": str, "session": str, "run": str, "code": str,
-              "channel": str, "split": str, "label": str}
+              "channel": str, "name": str, "split": str, "label": str}
 
 
 def read_tsv(path: Path) -> pd.DataFrame:

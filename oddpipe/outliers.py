@@ -10,14 +10,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import mne
 import numpy as np
 import pandas as pd
 
+from oddpipe import continuous
 from oddpipe.errors import OddpipeError
 from oddpipe.parallel import map_recordings
 from oddpipe.params import Outliers
+
+if TYPE_CHECKING:
+    import mne
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +52,30 @@ def scan_starts(n_times: int, seg_len: int, n_segments: int) -> np.ndarray:
     return np.linspace(0, n_times - seg_len, n_segments).round().astype(int)
 
 
-def read_segments(raw: mne.io.BaseRaw, starts: np.ndarray, seg_len: int,
+def read_segments(raw: "mne.io.BaseRaw", starts: np.ndarray, seg_len: int,
                   picks: list[int] | None = None) -> np.ndarray:
     return np.stack([raw.get_data(picks=picks, start=s, stop=s + seg_len) for s in starts])
 
 
-def detrend_linear(x: np.ndarray) -> np.ndarray:
+def array_segments(data: np.ndarray, starts: np.ndarray, seg_len: int) -> np.ndarray:
+    """(segments, channels, times) float64 from a (channels, times) array or memmap,
+    cast while copied (one pass over the data, no float32 intermediate)."""
+    segs = np.empty((len(starts), data.shape[0], seg_len))
+    for i, s in enumerate(starts):
+        segs[i] = data[:, s:s + seg_len]
+    return segs
+
+
+def detrend_linear(x: np.ndarray, inplace: bool = False) -> np.ndarray:
     """Remove the mean and the linear trend along the last axis (DC and slow drift)."""
     t = np.arange(x.shape[-1], dtype=float)
     t -= t.mean()
-    x = x - x.mean(axis=-1, keepdims=True)
-    slope = (x @ t) / (t @ t)
-    return x - slope[..., None] * t
+    mean = x.mean(axis=-1, keepdims=True)
+    slope = (x @ t) / (t @ t)  # t sums to 0, so the mean does not bias the slope
+    out = x if inplace else x.copy()
+    out -= mean
+    out -= slope[..., None] * t
+    return out
 
 
 def hann_periodogram(segs: np.ndarray, sfreq: float) -> tuple[np.ndarray, np.ndarray]:
@@ -143,8 +159,12 @@ def segment_features(segs: np.ndarray, sfreq: float, line_freq: float | str,
 
     line_freq may be "auto". Returns (table, freqs, mean PSD, per-window log10 std).
     """
-    nonfinite = (~np.isfinite(segs)).sum(axis=(0, 2))
-    segs = detrend_linear(np.nan_to_num(segs, nan=0.0, posinf=0.0, neginf=0.0))
+    finite = np.isfinite(segs)
+    nonfinite = (~finite).sum(axis=(0, 2))
+    # A fresh copy, detrended in place; non-finite samples are zeroed for the statistics
+    # (their count alone flags the channel).
+    segs = np.where(finite, segs, 0.0) if nonfinite.any() else segs.copy()
+    segs = detrend_linear(segs, inplace=True)
     seg_std = segs.std(axis=-1)  # (segments, channels)
     std = np.median(seg_std, axis=0)
     freqs, psd = hann_periodogram(segs, sfreq)
@@ -167,25 +187,28 @@ def segment_features(segs: np.ndarray, sfreq: float, line_freq: float | str,
 
 def scan_array(data: np.ndarray, sfreq: float, ch_names: list[str], line_freq: float | str,
                recording: str, params: Outliers) -> RecordingFeatures:
-    """(b) the scan on an in-memory (channels, times) array: n systematic segments."""
+    """(b) the scan on a (channels, times) array or memmap: n systematic segments."""
     seg_len = int(round(params.segment_s * sfreq))
     starts = scan_starts(data.shape[1], seg_len, params.n_segments)
-    segs = np.stack([data[:, s:s + seg_len] for s in starts])
-    table, freqs, psd, _ = segment_features(segs, sfreq, line_freq, ch_names)
+    table, freqs, psd, _ = segment_features(array_segments(data, starts, seg_len), sfreq,
+                                            line_freq, ch_names)
     return RecordingFeatures(recording, table, freqs, psd)
 
 
-def scan_and_sample(fif: str, recording: str, line_freq: float | str, samples: np.ndarray,
+def scan_and_sample(path: Path, recording: str, sfreq: float, ch_names: list[str],
+                    line_freq: float | str, samples: np.ndarray,
                     params: Outliers) -> tuple[RecordingFeatures, RecordingFeatures | None]:
-    """Both checks of one recording, opening its file once."""
-    raw = mne.io.read_raw_fif(fif, preload=False, verbose="error")
-    return (scan_recording(raw, recording, line_freq, params),
-            sample_recording(raw, recording, samples, line_freq))
+    """Both checks of one ingested recording, read from its memory-mapped array."""
+    data = continuous.open_data(path)
+    return (scan_array(data, sfreq, ch_names, line_freq, recording, params),
+            sample_array(data, sfreq, ch_names, recording, samples, line_freq))
 
 
-def scan_recording(raw: mne.io.BaseRaw | str, recording: str, line_freq: float | str,
+def scan_recording(raw: "mne.io.BaseRaw | str", recording: str, line_freq: float | str,
                    params: Outliers, picks: list[int] | None = None) -> RecordingFeatures:
-    """(b) the scan: systematic segments over the whole recording (picked channels)."""
+    """(b) the scan of any file MNE reads (picked channels): the QC path without ingest."""
+    import mne  # only here: the stage itself reads arrays
+
     if not isinstance(raw, mne.io.BaseRaw):
         raw = mne.io.read_raw_fif(raw, preload=False, verbose="error")
     picks = list(range(len(raw.ch_names))) if picks is None else picks
@@ -205,26 +228,26 @@ def too_short(recordings: pd.DataFrame, params: Outliers) -> dict[str, str]:
                           "to keep it") for r in short.itertuples()}
 
 
-def sample_recording(raw: mne.io.BaseRaw, recording: str, samples: np.ndarray,
-                     line_freq: float | str,
-                     window: tuple[float, float] = (-0.2, 0.8)) -> RecordingFeatures | None:
+def sample_array(data: np.ndarray, sfreq: float, ch_names: list[str], recording: str,
+                 samples: np.ndarray, line_freq: float | str,
+                 window: tuple[float, float] = (-0.2, 0.8)) -> RecordingFeatures | None:
     """(a) the story's check: the same features on windows around sampled events."""
-    sfreq = raw.info["sfreq"]
     seg_len = int(round((window[1] - window[0]) * sfreq))
     starts = samples + int(round(window[0] * sfreq))
-    starts = starts[(starts >= 0) & (starts + seg_len <= raw.n_times)]
+    starts = starts[(starts >= 0) & (starts + seg_len <= data.shape[1])]
     if len(starts) == 0:
         return None
-    table, freqs, psd, win = segment_features(read_segments(raw, starts, seg_len), sfreq,
-                                              line_freq, raw.ch_names)
+    table, freqs, psd, win = segment_features(array_segments(data, starts, seg_len), sfreq,
+                                              line_freq, ch_names)
     return RecordingFeatures(recording, table, freqs, psd, win)
 
 
-def robust_z(values: pd.Series) -> pd.Series:
-    """(x - median) / (1.4826 MAD), with a floor on the spread so tight groups stay calm."""
-    med = values.median()
-    mad = 1.4826 * (values - med).abs().median()
-    return (values - med) / max(mad, MAD_FLOOR)
+def robust_z(values: pd.Series, keys: list[pd.Series]) -> pd.Series:
+    """Per group: (x - median) / (1.4826 MAD), with a floor on the spread so tight groups
+    stay calm. Grouped medians, not a Python function per group (10x faster)."""
+    med = values.groupby(keys).transform("median")
+    mad = 1.4826 * (values - med).abs().groupby(keys).transform("median")
+    return (values - med) / mad.clip(lower=MAD_FLOOR)
 
 
 def add_relative_features(table: pd.DataFrame, line_excess_db: float) -> pd.DataFrame:
@@ -237,9 +260,9 @@ def add_relative_features(table: pd.DataFrame, line_excess_db: float) -> pd.Data
     reference = quiet.groupby(t["recording"]).transform("median")
     reference = reference.fillna(quiet.median()).fillna(t["std"].median())
     t["rel_std"] = t["std"] / reference.where(reference > 0, 1.0)
-    t["z_within"] = t.groupby("recording")["log_std"].transform(robust_z)
+    t["z_within"] = robust_z(t["log_std"], [t["recording"]])
     n_rec = t.groupby("subject")["recording"].transform("nunique")
-    z_cross = t.groupby(["subject", "channel"])["log_std"].transform(robust_z)
+    z_cross = robust_z(t["log_std"], [t["subject"], t["channel"]])
     t["z_cross"] = z_cross.where(n_rec >= 3)  # two files cannot outvote each other
     return t
 
@@ -325,7 +348,7 @@ def _features_table(feats: list[RecordingFeatures], recordings: pd.DataFrame) ->
                       for f in feats], ignore_index=True)
 
 
-def detect(recordings: pd.DataFrame, sample: pd.DataFrame, fif_dir, params: Outliers,
+def detect(recordings: pd.DataFrame, sample: pd.DataFrame, ingest_dir: Path, params: Outliers,
            n_jobs: int = 1, backend: str = "loky") -> OutlierResult:
     """Scan every recording, check the inspection sample, decide on the scan."""
     short = too_short(recordings, params)
@@ -335,7 +358,9 @@ def detect(recordings: pd.DataFrame, sample: pd.DataFrame, fif_dir, params: Outl
     if scannable.empty:
         raise OddpipeError("every recording is shorter than outliers.segment_s "
                            f"({params.segment_s} s); lower it")
-    jobs = [(str(fif_dir / r.fif), r.recording, parse_line_freq(r.line_freq),
+    channels, _ = continuous.read_channels(ingest_dir)
+    jobs = [(Path(ingest_dir) / r.data, r.recording, float(r.sfreq), channels,
+             parse_line_freq(r.line_freq),
              sample.loc[sample["recording"] == r.recording, "sample"].to_numpy())
             for r in scannable.itertuples()]
     pairs = map_recordings(lambda j: scan_and_sample(*j, params), jobs, n_jobs, backend)
@@ -355,6 +380,36 @@ def detect(recordings: pd.DataFrame, sample: pd.DataFrame, fif_dir, params: Outl
             recordings.loc[recordings["recording"] == rec, "subject"].iloc[0])
     return OutlierResult(merged, decisions,
                          {f.recording: f for f in scans}, {f.recording: f for f in samples})
+
+
+def evidence_arrays(result: OutlierResult) -> dict[str, np.ndarray]:
+    """What the report draws, small enough to keep beside the decisions: per recording the
+    median channel's PSD and each flagged channel's PSD, and the inspection-sample window
+    amplitudes. Keys are "<recording>|<what>"."""
+    arrays: dict[str, np.ndarray] = {}
+    flagged = result.flags[result.flags["flagged"].astype(bool)]
+    for rec, feats in result.scans.items():
+        names = list(feats.table["channel"])
+        bad = list(flagged.loc[flagged["recording"] == rec, "channel"])
+        arrays[f"{rec}|freqs"] = feats.freqs.astype(np.float32)
+        arrays[f"{rec}|median_psd"] = np.median(feats.psd, axis=0).astype(np.float32)
+        arrays[f"{rec}|flagged_channels"] = np.array(bad, dtype=str)
+        arrays[f"{rec}|flagged_psd"] = feats.psd[[names.index(c) for c in bad]].astype(np.float32)
+    for rec, feats in result.samples.items():
+        arrays[f"{rec}|sample_channels"] = np.array(list(feats.table["channel"]), dtype=str)
+        arrays[f"{rec}|sample_log_std"] = feats.window_log_std.astype(np.float32)
+    return arrays
+
+
+def save_evidence(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:  # a file object: np.savez would append .npz to the name
+        np.savez(fh, **arrays)
+
+
+def load_evidence(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {key: npz[key] for key in npz.files}
 
 
 def summary_metrics(result: OutlierResult, events: pd.DataFrame) -> dict:
@@ -388,6 +443,8 @@ def scan_files(paths: list[Path], params: Outliers, line_freq: float | str = "au
     """Quality control without events or a pipeline: scan any files MNE reads, each at its
     own rate and with its own channels, and decide as the outliers stage does."""
     feats = []
+    import mne  # the QC path reads raw files; the stage reads arrays
+
     for path in paths:
         raw = mne.io.read_raw(path, preload=False, verbose="error")
         picks = list(mne.pick_types(raw.info, exclude=[], **{t: True for t in ch_types}))

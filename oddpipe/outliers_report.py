@@ -1,5 +1,9 @@
 """reports/outliers.html: the evidence behind every outlier decision, as pictures a
-person checks in a minute (self-contained HTML with embedded PNGs)."""
+person checks in a minute (self-contained HTML with embedded PNGs).
+
+Drawn from what the outliers stage stored (outliers.tsv, outliers.json, evidence.npz), so
+rendering is its own DVC stage and never slows the decisions down.
+"""
 from __future__ import annotations
 
 import base64
@@ -14,7 +18,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from oddpipe.outliers import OutlierResult  # noqa: E402
+
+Evidence = dict[str, np.ndarray]  # "<recording>|<what>" -> array, see evidence_arrays
+
+
+def _per_recording(evidence: Evidence, what: str) -> dict[str, np.ndarray]:
+    suffix = f"|{what}"
+    return {k[:-len(suffix)]: v for k, v in evidence.items() if k.endswith(suffix)}
 
 
 def _png(fig: plt.Figure) -> str:
@@ -50,31 +60,31 @@ def heatmap(flags: pd.DataFrame, max_channels: int = 64) -> str:
     return _png(fig)
 
 
-def histograms(result: OutlierResult, max_channels: int = 32) -> str:
+def histograms(flags: pd.DataFrame, evidence: Evidence, max_channels: int = 32) -> str:
     """Per electrode: log amplitude of inspection-sample windows, flagged ones in red."""
-    samples = list(result.samples.values())
-    if not samples:
+    windows = _per_recording(evidence, "sample_log_std")
+    names = _per_recording(evidence, "sample_channels")
+    if not windows:
         return "<p>No inspection-sample windows.</p>"
-    channels = list(samples[0].table["channel"])[:max_channels]
-    flagged = set(zip(result.flags.loc[result.flags["flagged"], "recording"],
-                      result.flags.loc[result.flags["flagged"], "channel"]))
+    channels = list(dict.fromkeys(c for rec in windows for c in names[rec]))[:max_channels]
+    flagged = set(zip(flags.loc[flags["flagged"], "recording"],
+                      flags.loc[flags["flagged"], "channel"]))
     ncol = 4
     fig, axes = plt.subplots(int(np.ceil(len(channels) / ncol)), ncol, squeeze=False,
                              layout="constrained",
                              figsize=(3.2 * ncol, 2.0 * np.ceil(len(channels) / ncol)))
-    for k, ch in enumerate(channels):
-        ax = axes.flat[k]
-        clean = [s.window_log_std[:, k] for s in samples if (s.recording, ch) not in flagged]
-        bad = [s.window_log_std[:, k] for s in samples if (s.recording, ch) in flagged]
-        values = np.concatenate(clean + bad)
+    for ax, ch in zip(axes.flat, channels):
+        series = {True: [], False: []}
+        for rec, values in windows.items():
+            if ch in names[rec]:
+                series[(rec, ch) in flagged].append(values[:, list(names[rec]).index(ch)])
+        values = np.concatenate(series[False] + series[True])
         bins = np.linspace(values.min(), values.max() + 1e-9, 40)
         # np.histogram + stairs: one artist per series, not one patch per bin (much faster)
-        if clean:
-            ax.stairs(np.histogram(np.concatenate(clean), bins)[0], bins, fill=True,
-                      color="grey", label="kept")
-        if bad:
-            ax.stairs(np.histogram(np.concatenate(bad), bins)[0], bins, fill=True,
-                      color="red", label="flagged")
+        for bad, color, label in ((False, "grey", "kept"), (True, "red", "flagged")):
+            if series[bad]:
+                ax.stairs(np.histogram(np.concatenate(series[bad]), bins)[0], bins, fill=True,
+                          color=color, label=label)
         ax.set_title(ch, fontsize=8)
         ax.tick_params(labelsize=6)
     for ax in list(axes.flat)[len(channels):]:
@@ -84,24 +94,25 @@ def histograms(result: OutlierResult, max_channels: int = 32) -> str:
     return _png(fig)
 
 
-def flagged_psds(result: OutlierResult, max_plots: int = 24) -> str:
+def flagged_psds(evidence: Evidence, max_plots: int = 24) -> str:
     """Each flagged channel's PSD against its recording's median channel."""
-    bad = result.flags[result.flags["flagged"]].head(max_plots)
-    if bad.empty:
+    channels = _per_recording(evidence, "flagged_channels")
+    pairs = [(rec, k, ch) for rec, names in sorted(channels.items())
+             for k, ch in enumerate(names)][:max_plots]
+    if not pairs:
         return "<p>No channel flagged.</p>"
     ncol = 3
-    nrow = int(np.ceil(len(bad) / ncol))
+    nrow = int(np.ceil(len(pairs) / ncol))
     fig, axes = plt.subplots(nrow, ncol, squeeze=False, figsize=(4 * ncol, 2.6 * nrow),
                              layout="constrained")
-    for ax, row in zip(axes.flat, bad.itertuples()):
-        feats = result.scans[row.recording]
-        k = list(feats.table["channel"]).index(row.channel)
-        ax.semilogy(feats.freqs, np.median(feats.psd, axis=0), color="grey", label="median channel")
-        ax.semilogy(feats.freqs, feats.psd[k], color="red", label=row.channel)
-        ax.set_title(f"{row.recording}\n{row.channel}", fontsize=7)
+    for ax, (rec, k, ch) in zip(axes.flat, pairs):
+        freqs = evidence[f"{rec}|freqs"]
+        ax.semilogy(freqs, evidence[f"{rec}|median_psd"], color="grey", label="median channel")
+        ax.semilogy(freqs, evidence[f"{rec}|flagged_psd"][k], color="red", label=ch)
+        ax.set_title(f"{rec}\n{ch}", fontsize=7)
         ax.tick_params(labelsize=6)
         ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(bad):]:
+    for ax in list(axes.flat)[len(pairs):]:
         ax.axis("off")
     fig.supxlabel("frequency (Hz)")
     fig.supylabel("PSD (V²/Hz)")
@@ -137,17 +148,18 @@ def ranking(flags: pd.DataFrame, top: int = 30) -> str:
     return worst.to_html(index=False, float_format=lambda v: f"{v:.1f}", border=0)
 
 
-def write_report(path: Path, result: OutlierResult, metrics: dict) -> None:
+def write_report(path: Path, flags: pd.DataFrame, decisions: dict[str, dict], metrics: dict,
+                 evidence: Evidence) -> None:
     summary = "".join(f"<li>{html.escape(k)}: {v}</li>" for k, v in metrics.items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>oddpipe outliers</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:2px 6px;font-size:12px;text-align:left}}</style></head><body>
 <h1>Outlier detection</h1>{global_statement(metrics)}<ul>{summary}</ul>
-<h2>Line noise: subject x recording x channel</h2>{heatmap(result.flags)}
-<h2>Decisions</h2>{decision_table(result.decisions)}
-<h2>Ranking by line-noise ratio (top 30)</h2>{ranking(result.flags)}
-<h2>Flagged channels: PSD against the recording's median channel</h2>{flagged_psds(result)}
-<h2>Per-electrode log amplitude over the inspection sample</h2>{histograms(result)}
+<h2>Line noise: subject x recording x channel</h2>{heatmap(flags)}
+<h2>Decisions</h2>{decision_table(decisions)}
+<h2>Ranking by line-noise ratio (top 30)</h2>{ranking(flags)}
+<h2>Flagged channels: PSD against the recording's median channel</h2>{flagged_psds(evidence)}
+<h2>Per-electrode log amplitude over the inspection sample</h2>{histograms(flags, evidence)}
 </body></html>"""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page)

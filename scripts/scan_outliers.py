@@ -10,7 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from oddpipe.io import write_json  # noqa: E402
-from oddpipe.outliers import global_line_noise, parse_line_freq, scan_files  # noqa: E402
+from oddpipe.outliers import (evidence_arrays, global_line_noise, parse_line_freq,  # noqa: E402
+                              scan_files)
 from oddpipe.outliers_report import write_report  # noqa: E402
 from oddpipe.params import Outliers  # noqa: E402
 
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
                "n_flagged_channels": int(flags["flagged"].sum()),
                "max_line_ratio_db": round(float(flags["line_ratio_db"].max()), 2),
                **global_line_noise(flags)}
-    write_report(args.out, result, metrics)
+    write_report(args.out, flags, result.decisions, metrics, evidence_arrays(result))
     if args.metrics:
         write_json(args.metrics, metrics)
     print(f"{metrics['n_flagged_channels']} of {len(flags)} channels flagged; "

@@ -1,4 +1,4 @@
-"""DVC stage ingest: raw recordings -> per-recording FIF, recordings.tsv, events.tsv."""
+"""DVC stage ingest: raw recordings -> per-recording .npy + channels.tsv, recordings.tsv, events.tsv."""
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
-"""DVC stage outliers: raw FIF + inspection sample -> outliers.json / .tsv, report, metrics."""
+"""DVC stage outliers: ingested recordings + inspection sample -> outliers.json / .tsv,
+metrics and the evidence the outliers_report stage draws."""
 from __future__ import annotations
 
 import logging
@@ -6,8 +7,7 @@ import sys
 from pathlib import Path
 
 from oddpipe.io import read_tsv, write_json, write_tsv
-from oddpipe.outliers import detect, summary_metrics
-from oddpipe.outliers_report import write_report
+from oddpipe.outliers import detect, evidence_arrays, save_evidence, summary_metrics
 from oddpipe.params import Params
 from stages._common import parser, run_stage, write_stage_record
 
@@ -19,7 +19,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ingest", type=Path, default=Path("data/ingest"))
     p.add_argument("--sample", type=Path, default=Path("data/sample"))
     p.add_argument("--out", type=Path, default=Path("data/outliers"))
-    p.add_argument("--report", type=Path, default=Path("reports/outliers.html"))
     p.add_argument("--metrics", type=Path, default=Path("metrics/outliers.json"))
     args = p.parse_args(argv)
 
@@ -33,13 +32,14 @@ def main(argv: list[str] | None = None) -> int:
         write_tsv(args.out / "outliers.tsv", result.flags)
         write_json(args.out / "outliers.json", {"recordings": result.decisions})
         write_json(args.metrics, metrics)
-        write_report(args.report, result, metrics)
+        save_evidence(args.out / "evidence.npz", evidence_arrays(result))
         write_stage_record(args.out, "outliers", params)
         for rec, d in result.decisions.items():
             if d["flags"]:
                 log.warning("%s: %s -> %s", rec, d["flags"], d["action"])
-        log.info("%d channels flagged in %d recordings; evidence in %s",
-                 metrics["n_flagged_channels"], metrics["n_flagged_recordings"], args.report)
+        log.info("%d channels flagged in %d recordings; the evidence is drawn by the "
+                 "outliers_report stage", metrics["n_flagged_channels"],
+                 metrics["n_flagged_recordings"])
 
     return run_stage("outliers", body, args.params)
 

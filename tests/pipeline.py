@@ -5,10 +5,12 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from stages import evaluate, filter, ingest, normalize, outliers, sample, train
+from stages import (evaluate, filter, ingest, normalize, outliers, outliers_report, sample,
+                    train)
 
-STAGES = {"ingest": ingest, "sample": sample, "outliers": outliers, "filter": filter,
-          "normalize": normalize, "train": train, "evaluate": evaluate}
+STAGES = {"ingest": ingest, "sample": sample, "outliers": outliers,
+          "outliers_report": outliers_report, "filter": filter, "normalize": normalize,
+          "train": train, "evaluate": evaluate}
 
 
 @contextmanager

@@ -17,7 +17,8 @@ from tests.conftest import REPO, SMALL_SPEC
 
 pytestmark = pytest.mark.slow
 
-ALL = {"ingest", "sample", "outliers", "filter", "normalize", "train", "evaluate"}
+ALL = {"ingest", "sample", "outliers", "outliers_report", "filter", "normalize", "train",
+       "evaluate"}
 
 
 def sh(cwd: Path, *cmd: str) -> str:

@@ -1,12 +1,12 @@
 """Filtering and epoching: notch frequencies, the Nyquist check, labels aligned with the
 epochs that survive, edge drops counted, dropped channels zeroed."""
-import mne
 import numpy as np
 import pandas as pd
 import pytest
 
+from oddpipe import continuous
 from oddpipe.errors import OddpipeError
-from oddpipe.filtering import check_rates, epoch_recording, notch_freqs
+from oddpipe.filtering import Continuous, check_rates, epoch_recording, notch_freqs
 from oddpipe.params import Filter
 
 SFREQ = 500.0
@@ -56,15 +56,15 @@ def make_recording(tmp_path, n_events=40, soa_s=1.0, first_s=1.0, seed=0, extra=
     t = np.arange(n_times) / SFREQ
     for s in samples[y == 1]:
         data += BUMP_UV * np.exp(-0.5 * ((t - s / SFREQ - 0.3) / 0.04) ** 2)
-    info = mne.create_info(CHANNELS, SFREQ, "eeg")
-    fif = tmp_path / "rec_raw.fif"
-    mne.io.RawArray(data * 1e-6, info, verbose="error").save(fif, verbose="error")
+    (tmp_path / "ingest").mkdir(exist_ok=True)  # apart from the epoch parts in tmp_path
+    rec = Continuous(tmp_path / "ingest" / "rec.npy", CHANNELS, ["eeg"] * len(CHANNELS), SFREQ)
+    continuous.write_array(data * 1e-6, rec.path)
     events = pd.DataFrame({
         "event_id": np.arange(len(y)) + 1000, "recording": "rec", "subject": "01",
         "sample": samples, "y": y, "split": np.where(np.arange(len(y)) % 2, "train", "val"),
     })
     events.index = events.index + 77  # a slice of a bigger table: positions, not labels
-    return fif, events, n_times
+    return rec, events, n_times
 
 
 def bump_at_300ms(X, tmin, sfreq):
@@ -74,14 +74,14 @@ def bump_at_300ms(X, tmin, sfreq):
     return X[:, :, near].mean(axis=(1, 2)) * 1e6
 
 
-def run(fif, events, tmp_path, drop=(), **filter_params):
+def run(rec, events, tmp_path, drop=(), **filter_params):
     params = Filter(**filter_params)
-    return epoch_recording(fif, "rec", events, 60.0, list(drop), params, tmp_path), params
+    return epoch_recording(rec, "rec", events, 60.0, list(drop), params, tmp_path), params
 
 
 def test_labels_stay_aligned_with_epochs(tmp_path):
-    fif, events, _ = make_recording(tmp_path)
-    result, params = run(fif, events, tmp_path)
+    rec, events, _ = make_recording(tmp_path)
+    result, params = run(rec, events, tmp_path)
     X = np.load(result.part, allow_pickle=False)
     assert result.n_dropped_at_edges == 0
     assert len(X) == len(result.table) == len(events)
@@ -98,10 +98,10 @@ def test_edge_events_dropped_counted_and_labels_aligned(tmp_path):
     # (-0.2 .. 0.8 s) do not fit and must be dropped, not shifted onto other labels.
     n_events = 40
     n_times = int((1.0 + n_events + 1.0) * SFREQ)
-    fif, events, n = make_recording(tmp_path, n_events=n_events,
+    rec, events, n = make_recording(tmp_path, n_events=n_events,
                                     extra=[(20, 1), (n_times - 50, 1)])
     assert n == n_times
-    result, params = run(fif, events, tmp_path)
+    result, params = run(rec, events, tmp_path)
     X = np.load(result.part, allow_pickle=False)
     assert result.n_dropped_at_edges == 2
     assert len(X) == len(result.table) == len(events) - 2
@@ -113,15 +113,15 @@ def test_edge_events_dropped_counted_and_labels_aligned(tmp_path):
 
 
 def test_every_event_outside_gives_no_part(tmp_path):
-    fif, events, _ = make_recording(tmp_path, n_events=3)
-    result, _ = run(fif, events, tmp_path, tmin=-5.0, tmax=5.0)
+    rec, events, _ = make_recording(tmp_path, n_events=3)
+    result, _ = run(rec, events, tmp_path, tmin=-5.0, tmax=5.0)
     assert result.part is None
     assert result.n_dropped_at_edges == 3 and result.table.empty
 
 
 def test_dropped_channels_are_zero(tmp_path):
-    fif, events, _ = make_recording(tmp_path)
-    result, params = run(fif, events, tmp_path, drop=["C2", "C4"])
+    rec, events, _ = make_recording(tmp_path)
+    result, params = run(rec, events, tmp_path, drop=["C2", "C4"])
     X = np.load(result.part, allow_pickle=False)
     assert X.dtype == np.float32
     assert X.shape == (len(events), 4, int(round((params.tmax - params.tmin) * SFREQ
@@ -133,20 +133,20 @@ def test_dropped_channels_are_zero(tmp_path):
 
 
 def test_epoch_recording_checks_nyquist_first(tmp_path):
-    fif, events, _ = make_recording(tmp_path, n_events=5)
+    rec, events, _ = make_recording(tmp_path, n_events=5)
     with pytest.raises(OddpipeError, match=r"at or above the Nyquist"):
-        run(fif, events, tmp_path, h_freq=70.0, decim=4)  # Nyquist 62.5 Hz
+        run(rec, events, tmp_path, h_freq=70.0, decim=4)  # Nyquist 62.5 Hz
     assert not list(tmp_path.glob("*.npy"))
 
 
 def test_notch_removes_line_noise(tmp_path):
-    fif, events, _ = make_recording(tmp_path, n_events=10)
-    raw = mne.io.read_raw_fif(fif, preload=True, verbose="error")
-    raw._data[0] += 50e-6 * np.sin(2 * np.pi * 60 * raw.times)
-    raw.save(fif, overwrite=True, verbose="error")
+    rec, events, _ = make_recording(tmp_path, n_events=10)
+    data = np.load(rec.path, allow_pickle=False)
+    data[0] += 50e-6 * np.sin(2 * np.pi * 60 * np.arange(data.shape[1]) / SFREQ)
+    continuous.write_array(data, rec.path)
 
     def power_60(notch):
-        result, _ = run(fif, events, tmp_path, notch=notch, l_freq=None, h_freq=None,
+        result, _ = run(rec, events, tmp_path, notch=notch, l_freq=None, h_freq=None,
                         decim=1, baseline=False)
         x = np.load(result.part, allow_pickle=False)[:, 0].astype(float)
         spec = np.abs(np.fft.rfft(x - x.mean(axis=1, keepdims=True), axis=1)) ** 2

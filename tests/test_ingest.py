@@ -6,6 +6,7 @@ import mne
 import numpy as np
 import pytest
 
+from oddpipe import continuous
 from oddpipe.errors import OddpipeError
 from oddpipe.ingest import normalize_channel_name, run_ingest
 from tests.conftest import SMALL_SPEC, make_params
@@ -103,14 +104,16 @@ def test_demo_tables_are_consistent(small_demo, demo_ingest):
     assert (recordings["n_times"] == int(SMALL_SPEC.duration_s * SMALL_SPEC.sfreq)).all()
 
 
-def test_demo_fif_keeps_named_channels_float32(demo_ingest):
+def test_demo_continuous_keeps_named_channels_float32(demo_ingest):
     recordings, _, _, out = demo_ingest
-    assert sorted(p.name for p in out.iterdir()) == sorted(recordings["fif"])
-    raw = mne.io.read_raw_fif(out / recordings["fif"].iloc[0], verbose="error")
-    assert raw.orig_format == "single"
-    assert raw.ch_names == SMALL_SPEC.ch_names
-    assert raw.info["sfreq"] == SMALL_SPEC.sfreq
-    assert len(raw.annotations) == 0  # labels live in events.tsv only
+    assert sorted(p.name for p in out.iterdir()) == sorted([*recordings["data"], "channels.tsv"])
+    names, types = continuous.read_channels(out)
+    assert names == SMALL_SPEC.ch_names and set(types) == {"eeg"}  # EDF holds no type
+    first = recordings.iloc[0]
+    data = continuous.open_data(out / first["data"])
+    assert data.dtype == np.float32 and data.shape == (len(names), first["n_times"])
+    source = mne.io.read_raw(first["source"], verbose="error").get_data(picks=names)
+    np.testing.assert_array_equal(data, source.astype(np.float32))  # a copy, to float32
 
 
 # ---- channels by name --------------------------------------------------------------
@@ -123,14 +126,12 @@ def test_channels_matched_by_name_not_position(tmp_path):
     write_fif(raw_dir / "sub-01" / "sub-01_a_raw.fif", NAMES, data, stim)
     write_fif(raw_dir / "sub-02" / "sub-02_b_raw.fif", NAMES[::-1], data[::-1], stim)
     recordings, _, _ = run_ingest(fif_params(raw_dir), tmp_path / "out")
-    first, second = (mne.io.read_raw_fif(tmp_path / "out" / f, preload=True, verbose="error")
-                     for f in recordings["fif"])
-    assert first.ch_names == second.ch_names == ["Fz", "Cz", "Pz", "Oz"]
-    for name in ("Fz", "Oz"):
-        np.testing.assert_array_equal(first.get_data(picks=[name]),
-                                      second.get_data(picks=[name]))
+    names, _ = continuous.read_channels(tmp_path / "out")
+    assert names == ["Fz", "Cz", "Pz", "Oz"]
+    first, second = (continuous.open_data(tmp_path / "out" / f) for f in recordings["data"])
+    np.testing.assert_array_equal(first, second)  # the same signal under each name
     expected = data[NAMES.index("EEG Cz-REF")].astype(np.float32)
-    np.testing.assert_allclose(second.get_data(picks=["Cz"])[0], expected, rtol=1e-6)
+    np.testing.assert_array_equal(second[names.index("Cz")], expected)
 
 
 def test_only_channels_common_to_all_files_are_kept(tmp_path):
@@ -143,9 +144,9 @@ def test_only_channels_common_to_all_files_are_kept(tmp_path):
               rng.standard_normal((3, N_TIMES)) * 1e-5, stim)
     recordings, _, _ = run_ingest(fif_params(raw_dir), tmp_path / "out")
     assert (recordings["n_channels"] == 2).all()
-    for fif in recordings["fif"]:
-        assert mne.io.read_info(tmp_path / "out" / fif, verbose="error")["ch_names"] == [
-            "Fz", "Oz"]
+    assert continuous.read_channels(tmp_path / "out")[0] == ["Fz", "Oz"]
+    for name in recordings["data"]:
+        assert continuous.open_data(tmp_path / "out" / name).shape == (2, N_TIMES)
 
 
 @pytest.mark.parametrize("name, expected", [

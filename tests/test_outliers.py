@@ -23,13 +23,13 @@ FEATURES = ["n_nonfinite", "std", "ptp", "log_std", "line_ratio_db",
 def demo_outliers(small_demo, tmp_path_factory):
     work = tmp_path_factory.mktemp("outliers_stage")
     params = write_params(work / "params.yaml", make_params(small_demo["raw_dir"]))
-    codes = run_stages(work, params, names=("ingest", "sample", "outliers"))
+    codes = run_stages(work, params, names=("ingest", "sample", "outliers", "outliers_report"))
     return codes, work
 
 
 def test_demo_flags_exactly_the_contaminated_channels(small_demo, demo_outliers):
     codes, work = demo_outliers
-    assert codes == {"ingest": 0, "sample": 0, "outliers": 0}
+    assert codes == {"ingest": 0, "sample": 0, "outliers": 0, "outliers_report": 0}
     truth = {(rec, ch) for rec, chans in small_demo["truth"]["contaminated"].items()
              for ch in chans}
     assert len(truth) == 5

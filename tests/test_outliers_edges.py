@@ -148,14 +148,15 @@ def test_clinical_ieeg_report_states_global_line_noise_and_ranks(tmp_path):
 
 
 def test_a_recording_shorter_than_a_segment_is_left_out_with_a_reason(tmp_path):
+    from oddpipe import continuous
     from oddpipe.outliers import detect
 
     sfreq, rows = 250.0, []
+    continuous.write_channels(tmp_path, NAMES, ["eeg"] * len(NAMES))
     for name, seconds in (("long1", 60), ("long2", 60), ("long3", 60), ("short", 2)):
         data = background(sfreq, seconds, len(rows))
-        raw = mne.io.RawArray(data, mne.create_info(NAMES, sfreq, "eeg"), verbose="error")
-        raw.save(tmp_path / f"{name}_raw.fif", verbose="error")
-        rows.append({"recording": name, "subject": "01", "fif": f"{name}_raw.fif",
+        continuous.write_array(data, continuous.data_path(tmp_path, name))
+        rows.append({"recording": name, "subject": "01", "data": f"{name}.npy", "sfreq": sfreq,
                      "line_freq": 60.0, "duration_s": float(seconds), "source": f"{name}.edf"})
     sample = pd.DataFrame({"recording": [], "sample": []})
     result = detect(pd.DataFrame(rows), sample, tmp_path, Outliers(segment_s=4.0))

@@ -28,7 +28,8 @@ def run(small_demo, tmp_path_factory):
 
 def test_every_stage_succeeds(run):
     assert run["codes"] == dict.fromkeys(
-        ["ingest", "sample", "outliers", "filter", "normalize", "train", "evaluate"], 0)
+        ["ingest", "sample", "outliers", "outliers_report", "filter", "normalize", "train",
+         "evaluate"], 0)
 
 
 def test_outliers_flag_exactly_the_detached_channels(run):
@@ -72,6 +73,7 @@ def test_splits_never_share_a_recording(run):
 
 
 def test_every_stage_records_its_params(run):
+    assert (run["work"] / "reports/outliers.html").stat().st_size > 0
     for stage in ("ingest", "sample", "outliers", "filter", "normalize", "train"):
         record = json.loads((run["work"] / f"data/{stage}/stage.json").read_text())
         assert record["stage"] == stage

@@ -31,7 +31,7 @@ def run(tmp_path_factory):
 
 def test_pipeline_finishes(run):
     assert set(run["codes"].values()) == {0}
-    assert len(run["codes"]) == 7
+    assert len(run["codes"]) == 8  # every stage, the report included
 
 
 def test_events_per_subject_match_sources(run):

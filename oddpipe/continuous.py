@@ -1,0 +1,84 @@
+"""The continuous-data contract between ingest and the stages that read it.
+
+One float32 (channels, times) `.npy` per recording, in volts, opened memory-mapped, plus
+one `channels.tsv` (name, type) for the whole ingest output (every recording holds the
+same channels in the same order).
+
+Why `.npy` rather than FIF: any segment of a memory-mapped array costs no parsing (the
+outliers scan reads 20 short segments of every recording, and opening a FIF alone took
+longer than that), a long file is written chunk by chunk with bounded memory, and it is
+the same contract as the epochs. An MNE Raw is one call away (`to_raw`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from oddpipe.errors import OddpipeError
+from oddpipe.io import read_tsv, write_tsv
+
+if TYPE_CHECKING:
+    import mne
+
+CHANNELS_FILE = "channels.tsv"
+CHUNK_VALUES = 4_000_000  # samples x channels copied per chunk (32 MB as float64)
+
+
+def data_path(out_dir: Path, recording: str) -> Path:
+    return Path(out_dir) / f"{recording}.npy"
+
+
+def create(path: Path, n_channels: int, n_times: int) -> np.memmap:
+    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
+                                     shape=(int(n_channels), int(n_times)))  # plain ints: the header is parsed with ast.literal_eval
+
+
+def stream_raw(raw: "mne.io.BaseRaw", picks: list[str], path: Path) -> int:
+    """Copy the picked channels of an unloaded Raw to a .npy chunk by chunk: memory stays
+    bounded however long the file is. Returns the number of samples written."""
+    out = create(path, len(picks), raw.n_times)
+    step = max(1, CHUNK_VALUES // max(len(picks), 1))
+    for start in range(0, raw.n_times, step):
+        stop = min(start + step, raw.n_times)
+        out[:, start:stop] = raw.get_data(picks=picks, start=start, stop=stop)
+    out.flush()
+    del out
+    return raw.n_times
+
+
+def write_array(data: np.ndarray, path: Path) -> int:
+    out = create(path, *data.shape)
+    out[:] = data
+    out.flush()
+    del out
+    return data.shape[1]
+
+
+def open_data(path: Path) -> np.ndarray:
+    """The (channels, times) float32 array of one recording, memory-mapped, read-only."""
+    data = np.load(path, mmap_mode="r", allow_pickle=False)
+    if data.ndim != 2 or data.dtype != np.float32:
+        raise OddpipeError(f"{path}: expected a (channels, times) float32 array, found "
+                           f"{data.dtype} {data.shape}; rerun the ingest stage")
+    return data
+
+
+def write_channels(out_dir: Path, names: list[str], types: list[str]) -> None:
+    write_tsv(Path(out_dir) / CHANNELS_FILE, pd.DataFrame({"name": names, "type": types}))
+
+
+def read_channels(out_dir: Path) -> tuple[list[str], list[str]]:
+    table = read_tsv(Path(out_dir) / CHANNELS_FILE)
+    return list(table["name"].astype(str)), list(table["type"].astype(str))
+
+
+def to_raw(data: np.ndarray, names: list[str], types: list[str],
+           sfreq: float) -> "mne.io.RawArray":
+    """An MNE Raw of one recording (float64 in memory, as MNE filters need)."""
+    import mne  # imported here: the outliers stage reads arrays and never needs MNE
+
+    info = mne.create_info(names, sfreq, types, verbose="error")
+    return mne.io.RawArray(np.asarray(data, dtype=np.float64), info, verbose="error")
