@@ -384,7 +384,7 @@ def one_class_reason(events: pd.DataFrame, codes: list[str]) -> str:
     wrong for this file (or the file is not a target/non-target recording)."""
     present = "target" if events["y"].iat[0] == 1 else "nontarget"
     absent = "nontarget" if present == "target" else "target"
-    return (f"only one class present: {len(events)} {present} events and no {absent} event "
+    return (f"only one class present: {len(events)} {present} event(s) and no {absent} event "
             f"(codes found: {describe_codes(codes)}); map the {absent} codes in "
             f"ingest.events.{absent}, or leave this file out")
 
