@@ -281,7 +281,7 @@ def select_channels(found: dict[str, str], wanted: str | list[str]) -> dict[str,
     return {n: found[n] for n in names}
 
 
-CNT_HINT = ("set its sample width: ingest.reader_options: {'*.cnt': {data_format: int16}} "
+CNT_HINT = ("set it: ingest.reader_options: {'*.cnt': {data_format: int16}} "
             "(or int32; a wrong width shows as an implausible amplitude; use a narrower glob "
             "when files differ)")
 
@@ -294,7 +294,7 @@ def read_cnt(path: Path, options: dict[str, ReaderScalar]) -> mne.io.BaseRaw:
     except (RuntimeError, ValueError) as exc:
         if "data_format" in options:
             raise
-        raise OddpipeError(f"Neuroscan CNT whose sample width MNE cannot detect "
+        raise OddpipeError(f"Neuroscan CNT {path.name}: MNE cannot detect its sample width "
                            f"({first_line(exc)}); {CNT_HINT}") from None
 
 
