@@ -6,6 +6,7 @@ one file at a time is streamed, reduced to the common channels, into a float32 .
 """
 from __future__ import annotations
 
+import fnmatch
 import logging
 import re
 import warnings
@@ -17,11 +18,11 @@ import mne
 import numpy as np
 import pandas as pd
 
-from oddpipe import continuous
+from oddpipe import bids, continuous
 from oddpipe.errors import OddpipeError
 from oddpipe.io import write_tsv
 from oddpipe.parallel import map_recordings
-from oddpipe.params import Ingest
+from oddpipe.params import Ingest, ReaderScalar
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,11 @@ class FileScan:
     run: str = ""
     sfreq: float = 0.0
     n_times: int = 0
-    channels: dict[str, str] = field(default_factory=dict)  # normalized -> original
+    channels: dict[str, str] = field(default_factory=dict)  # normalized -> original, kept
+    available: list[str] = field(default_factory=list)  # every data channel found, normalized
+    reader_options: dict[str, ReaderScalar] = field(default_factory=dict)
+    line_freq: float | None = None  # a BIDS sidecar's PowerLineFrequency; None: not given
+    bids_root: Path | None = None  # set when read through mne-bids (sidecars applied)
     events: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EVENT_COLUMNS))
     n_unmapped: int = 0
     counts: "EventCounts | None" = None
@@ -64,6 +69,57 @@ def list_files(raw_dir: Path, pattern: str) -> list[Path]:
     return files
 
 
+# Side files named after their header: opened through it, never as recordings of their own.
+COMPANIONS = {".set": {".fdt"}, ".eeg": {".21e", ".pnt", ".log", ".11d"}}
+
+
+def vhdr_files(header: Path) -> set[str]:
+    """The data and marker files a BrainVision header names."""
+    text = header.read_text(encoding="latin-1")
+    return set(re.findall(r"^\s*(?:DataFile|MarkerFile)\s*=\s*(.+?)\s*$", text, re.MULTILINE))
+
+
+def companion_header(path: Path) -> Path | None:
+    """The header a side file belongs to (BrainVision .eeg/.dat/.vmrk, EEGLAB .fdt,
+    Nihon Kohden .21E/.PNT/.LOG/.11D), or None for a recording in its own right."""
+    for ext in (".vhdr", ".VHDR"):
+        header = path.with_suffix(ext)
+        if header != path and header.is_file() and path.name in vhdr_files(header):
+            return header
+    for ext, sides in COMPANIONS.items():
+        if path.suffix.lower() in sides:
+            for header in (path.with_suffix(ext), path.with_suffix(ext.upper())):
+                if header.is_file():
+                    return header
+    return None
+
+
+def list_recordings(params: Ingest) -> list[Path]:
+    """The files to ingest: a BIDS root's eeg/ieeg recordings, or the files matching
+    ingest.pattern less side files whose header is listed too (a side file listed alone is
+    kept, so its row says which header to read)."""
+    raw_dir = Path(params.raw_dir)
+    if params.layout == "bids":
+        return bids.find_recordings(raw_dir)
+    files = list_files(raw_dir, params.pattern)
+    listed = set(files)
+    kept = [f for f in files if companion_header(f) not in listed]
+    if len(kept) < len(files):
+        log.info("%d side files (BrainVision data/markers, EEGLAB .fdt, ...) are read through "
+                 "their headers", len(files) - len(kept))
+    return kept
+
+
+def reader_options_for(rel_path: str, options: dict[str, dict[str, ReaderScalar]]
+                       ) -> dict[str, ReaderScalar]:
+    """The first ingest.reader_options glob matching the path below raw_dir (fnmatch,
+    case-sensitive; '*' also crosses folders), so two files of one format can differ."""
+    for glob, kwargs in options.items():
+        if fnmatch.fnmatchcase(rel_path, glob):
+            return dict(kwargs)
+    return {}
+
+
 def parse_entities(rel_path: str, regex: str) -> dict[str, str]:
     match = re.search(regex, rel_path)
     if not match or not match.groupdict().get("subject"):
@@ -81,12 +137,17 @@ def _stim_events(raw: mne.io.BaseRaw, params: Ingest) -> np.ndarray:
                            mask_type="and", verbose="error")
 
 
-def events_sidecar(path: Path) -> Path:
-    """The BIDS-style <stem>_events.tsv beside a recording (datatype suffix replaced)."""
+def sidecar_candidates(path: Path) -> list[Path]:
     stem = path.name.split(".")[0]
     candidates = [path.with_name(f"{stem}_events.tsv")]
     if "_" in stem:
         candidates.append(path.with_name(f"{stem.rsplit('_', 1)[0]}_events.tsv"))
+    return candidates
+
+
+def events_sidecar(path: Path) -> Path:
+    """The BIDS-style <stem>_events.tsv beside a recording (datatype suffix replaced)."""
+    candidates = sidecar_candidates(path)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
@@ -94,12 +155,25 @@ def events_sidecar(path: Path) -> Path:
                        "add one or set ingest.event_source")
 
 
+def tsv_code_column(table: pd.DataFrame, column: str, name: str) -> str:
+    """The requested column, or 'value' when it is absent or all n/a (as mne-bids does)."""
+    for col in (column, "value"):
+        if col in table and (table[col] != "n/a").any():
+            if col != column:
+                log.warning("%s: column '%s' is absent or all n/a; codes come from 'value'",
+                            name, column)
+            return col
+    raise OddpipeError(f"{name} has no '{column}' or 'value' column with codes; set "
+                       "ingest.tsv_column to the column that holds them")
+
+
 def _tsv_events(raw: mne.io.BaseRaw, path: Path, column: str) -> tuple[np.ndarray, list[str]]:
-    table = pd.read_csv(events_sidecar(path), sep="\t", dtype=str, keep_default_na=False)
-    col = column if column in table else "value"
-    if col not in table or "onset" not in table:
-        raise OddpipeError(f"{events_sidecar(path).name} needs an 'onset' and a '{column}' "
-                           "or 'value' column; set ingest.tsv_column")
+    sidecar = events_sidecar(path)
+    table = pd.read_csv(sidecar, sep="\t", dtype=str, keep_default_na=False)
+    if "onset" not in table:
+        raise OddpipeError(f"{sidecar.name} has no 'onset' column; it is not an events.tsv")
+    col = tsv_code_column(table, column, sidecar.name)
+    table = table[table["onset"] != "n/a"]  # an event without a time cannot be placed
     if "sample" in table and table["sample"].str.isdigit().all():
         samples = table["sample"].astype(int).to_numpy()
     else:
@@ -116,7 +190,8 @@ def _annotation_events(raw: mne.io.BaseRaw) -> tuple[np.ndarray, list[str]]:
 def read_events(raw: mne.io.BaseRaw, params: Ingest,
                 path: Path | None = None) -> tuple[np.ndarray, list[str], str]:
     """Events as (samples from first_samp, codes as strings, source used)."""
-    if params.event_source == "tsv":
+    bids_tsv = params.layout == "bids" and any(c.is_file() for c in sidecar_candidates(path))
+    if params.event_source == "tsv" or (params.event_source == "auto" and bids_tsv):
         samples, codes = _tsv_events(raw, path, params.tsv_column)
         return samples, codes, "tsv"
     has_stim = params.stim_channel is not None or bool(
@@ -169,16 +244,83 @@ def data_channels(raw: mne.io.BaseRaw, ch_types: list[str]) -> dict[str, str]:
     return channels
 
 
-def open_raw(path: Path) -> mne.io.BaseRaw:
-    """Open a file with MNE; a header that disagrees with the file size is an error,
-    not a warning hidden in the log (a truncated file would pass as shorter)."""
+def first_line(exc: Exception) -> str:
+    """The message of an exception; some MNE readers embed a traceback, whose
+    'SomeError: ...' line is the message."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    if lines[0].startswith("File "):
+        raised = [ln for ln in lines if re.match(r"^\w+(Error|Exception): ", ln)]
+        return re.sub(r"^\w+(Error|Exception): ", "", (raised or lines)[-1])
+    return lines[0]
+
+
+def edf_records_unknown(path: Path) -> bool:
+    """An EDF/BDF header may leave its record count at -1 (the recording was not stopped,
+    as BioSemi writes): MNE counts the records from the file size, which is no truncation."""
+    if path.suffix.lower() not in (".edf", ".bdf"):
+        return False
+    with open(path, "rb") as fh:
+        header = fh.read(256)
+    return header[236:244].strip() == b"-1"
+
+
+def select_channels(found: dict[str, str], wanted: str | list[str]) -> dict[str, str]:
+    """The channels kept from one file: all it has (common: intersected across files later)
+    or exactly the ingest.channels names, in their order; lacking one is an error."""
+    if wanted == "common":
+        return found
+    names = [normalize_channel_name(n) for n in wanted]
+    if len(set(names)) < len(names):
+        raise OddpipeError(f"ingest.channels {wanted} name one channel twice once cleaned up "
+                           f"({names}); list each channel once")
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise OddpipeError(f"lacks channel(s) {', '.join(missing)} of ingest.channels (it has "
+                           f"{', '.join(found)}); fix the names, drop them from ingest.channels "
+                           "or use channels: common")
+    return {n: found[n] for n in names}
+
+
+CNT_HINT = ("set it: ingest.reader_options: {'*.cnt': {data_format: int16}} "
+            "(or int32; a wrong width shows as an implausible amplitude; use a narrower glob "
+            "when files differ)")
+
+
+def read_cnt(path: Path, options: dict[str, ReaderScalar]) -> mne.io.BaseRaw:
+    """Neuroscan CNT through its own reader: mne.io.read_raw tries the ANT reader first, and
+    the sample width often cannot be detected from the header."""
+    try:
+        return mne.io.read_raw_cnt(path, preload=False, verbose="warning", **options)
+    except (RuntimeError, ValueError) as exc:
+        if "data_format" in options:
+            raise
+        raise OddpipeError(f"Neuroscan CNT {path.name}: MNE cannot detect its sample width "
+                           f"({first_line(exc)}); {CNT_HINT}") from None
+
+
+def _read(path: Path, options: dict[str, ReaderScalar]) -> mne.io.BaseRaw:
+    if path.suffix.lower() == ".cnt":
+        return read_cnt(path, options)
+    try:
+        return mne.io.read_raw(path, preload=False, verbose="warning", **options)
+    except (NotImplementedError, RuntimeError):  # some readers (BCI2000) need preload
+        return mne.io.read_raw(path, preload=True, verbose="warning", **options)
+
+
+def open_raw(path: Path, options: dict[str, ReaderScalar] | None = None,
+             bids_root: Path | None = None) -> mne.io.BaseRaw:
+    """Open a file with MNE (options: its ingest.reader_options; through mne-bids with its
+    sidecars when bids_root is given); a header that disagrees with the file size is an
+    error, not a warning hidden in the log (a truncated file would pass as shorter)."""
     with mne.utils.catch_logging(verbose="warning") as log_text, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the text is caught above and judged below
-        try:
-            raw = mne.io.read_raw(path, preload=False, verbose="warning")
-        except (NotImplementedError, RuntimeError):  # some readers (BCI2000) need preload
-            raw = mne.io.read_raw(path, preload=True, verbose="warning")
+        raw = (bids.read_raw(Path(path), bids_root, options or {}) if bids_root is not None
+               else _read(Path(path), options or {}))
     text = log_text.getvalue()
+    if "does not match the file size" in text and edf_records_unknown(Path(path)):
+        text = ""
     if "does not match the file size" in text or "truncat" in text.lower():
         raise OddpipeError(f"the file looks truncated (MNE: {text.strip().splitlines()[0]}); "
                            "copy it again from the source")
@@ -212,7 +354,8 @@ def check_amplitude(raw: mne.io.BaseRaw, channels: dict[str, str], params: Inges
 
 def _fill_scan(scan: FileScan, raw: mne.io.BaseRaw, params: Ingest) -> None:
     scan.sfreq, scan.n_times = float(raw.info["sfreq"]), raw.n_times
-    scan.channels = data_channels(raw, params.ch_types)
+    found = data_channels(raw, params.ch_types)
+    scan.available = list(found)
     samples, codes, scan.event_source = read_events(raw, params, scan.path)
     scan.events, scan.counts = label_events(samples, codes, scan.sfreq, params)
     scan.n_unmapped = scan.counts.unmapped
@@ -220,14 +363,34 @@ def _fill_scan(scan: FileScan, raw: mne.io.BaseRaw, params: Ingest) -> None:
         log.warning("%s: %d duplicate events collapsed, %d events at a sample holding both "
                     "classes left out", path_label(scan), scan.counts.duplicates,
                     scan.counts.conflicts)
-    if not scan.channels:
-        scan.error = f"no channels of type {params.ch_types}; set ingest.ch_types"
-    elif error := check_amplitude(raw, scan.channels, params):
+    if not found:
+        scan.error = (f"no channels of type {params.ch_types} (it has "
+                      f"{describe_types(raw)}); set ingest.ch_types")
+        return
+    scan.channels = select_channels(found, params.channels)
+    if error := check_amplitude(raw, scan.channels, params):
         scan.error = error
     elif scan.events.empty:
         scan.error = (f"no usable events (source: {scan.event_source}, {len(codes)} found"
                       f"{': ' + describe_codes(codes) if codes else ''}; none mapped); "
                       "check ingest.events and ingest.event_source")
+    elif scan.events["y"].nunique() < 2:
+        scan.error = one_class_reason(scan.events, codes)
+
+
+def describe_types(raw: mne.io.BaseRaw) -> str:
+    types = raw.get_channel_types()
+    return ", ".join(f"{types.count(t)} {t}" for t in dict.fromkeys(types))
+
+
+def one_class_reason(events: pd.DataFrame, codes: list[str]) -> str:
+    """A recording with one class only: an oddball run has both, so the mapping is likely
+    wrong for this file (or the file is not a target/non-target recording)."""
+    present = "target" if events["y"].iat[0] == 1 else "nontarget"
+    absent = "nontarget" if present == "target" else "target"
+    return (f"only one class present: {len(events)} {present} event(s) and no {absent} event "
+            f"(codes found: {describe_codes(codes)}); map the {absent} codes in "
+            f"ingest.events.{absent}, or leave this file out")
 
 
 def path_label(scan: FileScan) -> str:
@@ -240,16 +403,18 @@ def scan_file(path: Path, raw_dir: Path, params: Ingest) -> FileScan:
     Any problem with this one file is recorded in scan.error; it never stops the others.
     """
     rel = path.relative_to(raw_dir).as_posix()
-    scan = FileScan(path=path, recording=path.stem)
+    scan = FileScan(path=path, recording=path.stem,
+                    reader_options=reader_options_for(rel, params.reader_options))
     try:
-        scan.__dict__.update(parse_entities(rel, params.path_regex))
-        raw = open_raw(path)
+        raw = open_scan(scan, rel, raw_dir, params)
     except OddpipeError as exc:
         scan.error = str(exc)
         return scan
     except Exception as exc:  # MNE raises many types for unreadable files
-        scan.error = (f"MNE cannot read it ({type(exc).__name__}: {exc or 'no detail'}); "
-                      "check that the format is one mne.io.read_raw reads and the file is complete")
+        given = f" with ingest.reader_options {scan.reader_options}" if scan.reader_options else ""
+        scan.error = (f"MNE cannot read it{given} ({type(exc).__name__}: "
+                      f"{first_line(exc) or 'no detail'}); check that the format is one "
+                      "mne.io.read_raw reads and the file is complete")
         return scan
     try:
         _fill_scan(scan, raw, params)
@@ -260,13 +425,36 @@ def scan_file(path: Path, raw_dir: Path, params: Ingest) -> FileScan:
     return scan
 
 
+def open_scan(scan: FileScan, rel: str, raw_dir: Path, params: Ingest) -> mne.io.BaseRaw:
+    """Entities and the opened recording: from BIDS entities and sidecars, or from
+    ingest.path_regex and the file alone."""
+    if params.layout == "bids":
+        scan.__dict__.update(bids.entities(scan.path, raw_dir))
+        scan.bids_root = raw_dir
+        raw = open_raw(scan.path, scan.reader_options, raw_dir)
+        scan.line_freq = bids.line_freq(raw)
+        return raw
+    if header := companion_header(scan.path):
+        raise OddpipeError(f"a side file of {header.name}, not a recording; match the header "
+                           f"with ingest.pattern (e.g. '**/*{header.suffix}')")
+    scan.__dict__.update(parse_entities(rel, params.path_regex))
+    return open_raw(scan.path, scan.reader_options)
+
+
+def shared_channels(scans: list[FileScan]) -> list[str]:
+    """Channels every scan keeps, in the first scan's order."""
+    if not scans:
+        return []
+    shared = set(scans[0].channels).intersection(*(set(s.channels) for s in scans[1:]))
+    return [n for n in scans[0].channels if n in shared]
+
+
 def common_channels(scans: list[FileScan]) -> list[str]:
     """Channels every usable file has, in the first file's order (matched by name).
 
     What each file lacks against the union is logged, never dropped silently.
     """
-    names = list(scans[0].channels)
-    shared = set(names).intersection(*(set(s.channels) for s in scans[1:]))
+    shared = shared_channels(scans)
     if not shared:
         listing = "; ".join(f"{s.path.name}: {sorted(s.channels)}" for s in scans)
         raise OddpipeError(f"the recordings share no data channel by name ({listing}); "
@@ -277,7 +465,7 @@ def common_channels(scans: list[FileScan]) -> list[str]:
         if lacking:
             log.warning("%s lacks %s: every recording is reduced to the %d common channels",
                         s.path, lacking, len(shared))
-    return [n for n in names if n in shared]
+    return shared
 
 
 def check_rates(scans: list[FileScan], target: float | None = None) -> float:
@@ -300,6 +488,12 @@ def retime(scan: FileScan, sfreq: float) -> None:
     scan.n_times, scan.sfreq = int(round(scan.n_times * ratio)), sfreq
 
 
+def reopen(scan: FileScan) -> mne.io.BaseRaw:
+    """Open a scanned file again exactly as the scan did (reader options, BIDS sidecars),
+    so the channel names and types it found are the ones written."""
+    return open_raw(scan.path, scan.reader_options, scan.bids_root)
+
+
 def write_recording(scan: FileScan, channels: list[str],
                     out_dir: Path) -> tuple[Path, int, list[str]]:
     """Second pass: copy one file's common channels, by name, to a float32 .npy.
@@ -307,7 +501,7 @@ def write_recording(scan: FileScan, channels: list[str],
     Streamed chunk by chunk when the rate is kept; resampling (anti-aliased) needs the
     whole file in memory. Returns (path, samples written, channel types).
     """
-    raw = open_raw(scan.path)
+    raw = reopen(scan)
     picks = [scan.channels[n] for n in channels]
     types = raw.get_channel_types(picks=picks)
     path = continuous.data_path(out_dir, scan.recording)
@@ -328,8 +522,26 @@ def check_unique(scans: list[FileScan]) -> None:
         seen[s.recording] = s.path
 
 
-def report_rows(scans: list[FileScan]) -> pd.DataFrame:
-    """One row per file found: status, reason, events per class, channels, rate, duration."""
+def chosen_channels(scans: list[FileScan], wanted: str | list[str]) -> list[str]:
+    """ingest.channels cleaned up, or for common what the usable files share."""
+    if wanted != "common":
+        return [normalize_channel_name(n) for n in wanted]
+    return shared_channels([s for s in scans if not s.error])
+
+
+def channel_differences(scan: FileScan, chosen: list[str]) -> dict[str, str]:
+    """What a file lacks and adds against the chosen channels, comma-separated; empty when
+    the file could not be opened or nothing is chosen."""
+    if not scan.available or not chosen:
+        return {"channels_missing": "", "channels_extra": ""}
+    return {"channels_missing": ",".join(n for n in chosen if n not in scan.available),
+            "channels_extra": ",".join(n for n in scan.available if n not in chosen)}
+
+
+def report_rows(scans: list[FileScan], wanted: str | list[str] = "common") -> pd.DataFrame:
+    """One row per file found: status, reason, events per class, channels (and how they
+    differ from the chosen set), rate, duration, a sidecar's line frequency."""
+    chosen = chosen_channels(scans, wanted)
     rows = [{
         "file": str(s.path), "recording": s.recording, "status": "error" if s.error else "ok",
         "reason": s.error or "", "event_source": s.event_source,
@@ -337,8 +549,8 @@ def report_rows(scans: list[FileScan]) -> pd.DataFrame:
         "n_unmapped": s.n_unmapped,
         "n_duplicates": s.counts.duplicates if s.counts else 0,
         "n_conflicts": s.counts.conflicts if s.counts else 0,
-        "n_channels": len(s.channels), "sfreq": s.sfreq,
-        "duration_s": s.n_times / s.sfreq if s.sfreq else 0.0,
+        "n_channels": len(s.channels), **channel_differences(s, chosen), "sfreq": s.sfreq,
+        "duration_s": s.n_times / s.sfreq if s.sfreq else 0.0, "line_freq": s.line_freq,
     } for s in scans]
     return pd.DataFrame(rows)
 
@@ -362,7 +574,9 @@ def recording_row(scan: FileScan, data: Path, n_channels: int, line_freq: float)
         "run": scan.run, "source": str(scan.path), "data": data.name, "sfreq": scan.sfreq,
         "orig_sfreq": scan.orig_sfreq,
         "n_channels": n_channels, "n_times": scan.n_times,
-        "duration_s": scan.n_times / scan.sfreq, "line_freq": line_freq,
+        "duration_s": scan.n_times / scan.sfreq,
+        # a BIDS sidecar describes this recording; params.line_freq is the dataset's default
+        "line_freq": line_freq if scan.line_freq is None else scan.line_freq,
         "event_source": scan.event_source, "n_target": int(scan.events["y"].sum()),
         "n_nontarget": int((scan.events["y"] == 0).sum()), "n_unmapped": scan.n_unmapped,
     }
@@ -394,10 +608,10 @@ def run_ingest(params: Ingest, out_dir: Path, n_jobs: int = 1, backend: str = "l
     and is written to report_path first, so the reasons survive a failure.
     """
     raw_dir = Path(params.raw_dir)
-    files = list_files(raw_dir, params.pattern)
+    files = list_recordings(params)
     scans = map_recordings(partial(scan_file, raw_dir=raw_dir, params=params), files,
                            n_jobs, backend)
-    report = report_rows(scans)
+    report = report_rows(scans, params.channels)
     if report_path is not None:
         write_tsv(report_path, report)
     good = usable_scans(scans, params.on_error)

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from oddpipe.errors import ParamsError
 
@@ -47,11 +48,40 @@ class EventMap(Section):
         return self
 
 
+ReaderScalar = str | int | float | bool | None
+KEYWORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_reader_options(value: Any) -> Any:
+    """reader_options: {glob: {keyword: scalar}}; the keywords go to the MNE reader as is."""
+    if not isinstance(value, dict):
+        raise ValueError("reader_options must map a glob pattern to reader keywords, e.g. "
+                         "{'*.cnt': {data_format: int16}}")
+    for glob, options in value.items():
+        if not isinstance(options, dict):
+            raise ValueError(f"['{glob}'] must be a mapping of reader keywords, "
+                             f"e.g. {{data_format: int16}}; got {options!r}")
+        for key, val in options.items():
+            if not (isinstance(key, str) and KEYWORD.match(key)):
+                raise ValueError(f"['{glob}']: {key!r} is not a keyword name")
+            if key == "preload":
+                raise ValueError(f"['{glob}'].preload is chosen by ingest "
+                                 "(it streams files); remove it")
+            if isinstance(val, (dict, list, tuple, set)):
+                raise ValueError(f"['{glob}'].{key}: only scalars (text, number, "
+                                 f"true/false, null) are passed to readers; got {val!r}")
+    return value
+
+
 class Ingest(Section):
     raw_dir: str
-    pattern: str = "**/*.edf"
-    path_regex: str = r"sub-(?P<subject>[A-Za-z0-9]+)"
+    layout: Literal["files", "bids"] = "files"  # bids: raw_dir is a BIDS root (mne-bids)
+    pattern: str = "**/*.edf"  # files layout only
+    path_regex: str = r"sub-(?P<subject>[A-Za-z0-9]+)"  # files layout only
     ch_types: list[Literal["eeg", "seeg", "ecog", "dbs"]] = ["eeg", "seeg", "ecog"]
+    channels: Literal["common"] | list[str] = "common"  # or exactly these names, in order
+    # glob (fnmatch on the path below raw_dir, first match wins) -> reader keywords
+    reader_options: dict[str, dict[str, ReaderScalar]] = {}
     event_source: Literal["auto", "stim", "annotations", "tsv"] = "auto"
     stim_channel: str | None = None
     stim_mask: int | None = Field(None, ge=1)  # keep these bits of status words (e.g. 255)
@@ -71,6 +101,24 @@ class Ingest(Section):
         if "subject" not in compiled.groupindex:
             raise ValueError("path_regex needs a named group 'subject', e.g. sub-(?P<subject>\\w+)")
         return self
+
+    @field_validator("reader_options", mode="before")
+    @classmethod
+    def _reader_options(cls, value: Any) -> Any:
+        return check_reader_options(value)
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channels(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != "common":
+            raise ValueError(f"'{value}' is neither common nor a list of channel names")
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("an empty list keeps nothing; list names or use common")
+            twice = sorted({str(n) for n in value if value.count(n) > 1})
+            if twice:
+                raise ValueError(f"{twice} listed more than once")
+        return value
 
 
 class Sample(Section):

@@ -8,7 +8,8 @@ import pytest
 
 from oddpipe import continuous
 from oddpipe.errors import OddpipeError
-from oddpipe.ingest import normalize_channel_name, run_ingest
+from oddpipe.ingest import (common_channels, companion_header, list_recordings,
+                            normalize_channel_name, reader_options_for, run_ingest, scan_file)
 from tests.conftest import SMALL_SPEC, make_params
 
 SFREQ = 250.0
@@ -258,3 +259,146 @@ def test_channel_name_collision_is_reported(tmp_path):
         return
     row = report[report["file"].str.endswith("sub-01_raw.fif")].iloc[0]
     assert "EEG Fz-REF" in row["reason"] and "Fz" in row["reason"], row.to_dict()
+
+
+# ---- channel policy ----------------------------------------------------------------
+
+@pytest.fixture
+def two_montages(tmp_path):
+    """sub-01 has Fz, Cz, Pz, Oz; sub-02 has Oz, T7, Fz."""
+    rng = np.random.default_rng(5)
+    stim = stim_with({100: 2, 600: 1})
+    raw_dir = tmp_path / "raw"
+    write_fif(raw_dir / "sub-01" / "sub-01_raw.fif", NAMES,
+              rng.standard_normal((4, N_TIMES)) * 1e-5, stim)
+    write_fif(raw_dir / "sub-02" / "sub-02_raw.fif", ["Oz", "T7", "Fz"],
+              rng.standard_normal((3, N_TIMES)) * 1e-5, stim)
+    return raw_dir
+
+
+def by_name(report):
+    return report.set_index(report["file"].map(lambda f: f.rsplit("/", 1)[-1]))
+
+
+def test_common_channels_report_what_each_file_adds(two_montages, tmp_path):
+    _, _, report = run_ingest(fif_params(two_montages), tmp_path / "out")
+    rows = by_name(report)
+    assert rows.loc["sub-01_raw.fif", ["channels_missing", "channels_extra"]].tolist() == [
+        "", "Cz,Pz"]
+    assert rows.loc["sub-02_raw.fif", ["channels_missing", "channels_extra"]].tolist() == [
+        "", "T7"]
+
+
+def test_explicit_channels_exactly_in_the_given_order(two_montages, tmp_path):
+    params = fif_params(two_montages, channels=["EEG Oz-REF", "Fz"])  # names are cleaned up
+    recordings, _, report = run_ingest(params, tmp_path / "out")
+    assert list(recordings["n_channels"]) == [2, 2]
+    scans = [scan_file(p, two_montages, params) for p in sorted(two_montages.rglob("*.fif"))]
+    assert [list(s.channels) for s in scans] == [["Oz", "Fz"], ["Oz", "Fz"]]
+    assert common_channels(scans) == ["Oz", "Fz"]
+    rows = by_name(report)
+    assert rows["channels_extra"].tolist() == ["Cz,Pz", "T7"]
+    assert rows["channels_missing"].tolist() == ["", ""]
+
+
+def test_a_file_lacking_an_explicit_channel_is_reported_by_name(two_montages, tmp_path):
+    params = fif_params(two_montages, channels=["Fz", "Cz"])
+    recordings, _, report = run_ingest(params, tmp_path / "out")
+    assert list(recordings["subject"]) == ["01"]
+    row = by_name(report).loc["sub-02_raw.fif"]
+    assert row["status"] == "error"
+    assert row["reason"].startswith("lacks channel(s) Cz of ingest.channels (it has Oz, T7, Fz)")
+    assert (row["channels_missing"], row["channels_extra"]) == ("Cz", "Oz,T7")
+    with pytest.raises(OddpipeError, match=r"sub-02_raw\.fif: lacks channel\(s\) Cz"):
+        run_ingest(fif_params(two_montages, channels=["Fz", "Cz"], on_error="fail"),
+                   tmp_path / "out2")
+
+
+def test_no_shared_channel_fails_listing_each_files_channels(tmp_path):
+    stim = stim_with({100: 2, 600: 1})
+    raw_dir = tmp_path / "raw"
+    rng = np.random.default_rng(6)
+    write_fif(raw_dir / "sub-01" / "sub-01_raw.fif", ["Fz", "Cz"],
+              rng.standard_normal((2, N_TIMES)) * 1e-5, stim)
+    write_fif(raw_dir / "sub-02" / "sub-02_raw.fif", ["O1", "O2"],
+              rng.standard_normal((2, N_TIMES)) * 1e-5, stim)
+    with pytest.raises(OddpipeError) as info:
+        run_ingest(fif_params(raw_dir), tmp_path / "out")
+    assert str(info.value) == (
+        "the recordings share no data channel by name (sub-01_raw.fif: ['Cz', 'Fz']; "
+        "sub-02_raw.fif: ['O1', 'O2']); rename channels or ingest the sets separately")
+
+
+# ---- side files and reader options ---------------------------------------------------
+
+def test_side_files_are_read_through_their_headers(tmp_path):
+    raw_dir = tmp_path / "raw" / "sub-01"
+    raw_dir.mkdir(parents=True)
+    (raw_dir / "sub-01_a.vhdr").write_text(
+        "Brain Vision Data Exchange Header File Version 1.0\n[Common Infos]\n"
+        "DataFile=sub-01_a.dat\nMarkerFile=sub-01_a.vmrk\n")
+    for name in ("sub-01_a.dat", "sub-01_a.vmrk", "sub-01_b.set", "sub-01_b.fdt",
+                 "sub-01_c.EEG", "sub-01_c.PNT", "sub-01_d.dat"):
+        (raw_dir / name).write_bytes(b"\x00" * 16)
+    params = fif_params(tmp_path / "raw", pattern="**/*")
+    assert [p.name for p in list_recordings(params)] == [
+        "sub-01_a.vhdr", "sub-01_b.set", "sub-01_c.EEG", "sub-01_d.dat"]
+    assert companion_header(raw_dir / "sub-01_a.dat") == raw_dir / "sub-01_a.vhdr"
+    assert companion_header(raw_dir / "sub-01_d.dat") is None  # e.g. BCI2000: its own file
+    alone = fif_params(tmp_path / "raw", pattern="**/*_a.dat")
+    scan = scan_file(raw_dir / "sub-01_a.dat", tmp_path / "raw", alone)
+    assert scan.error == ("a side file of sub-01_a.vhdr, not a recording; match the header "
+                          "with ingest.pattern (e.g. '**/*.vhdr')")
+
+
+def test_reader_options_first_matching_glob_wins():
+    options = {"sub-01/*.cnt": {"data_format": "int32"}, "*.cnt": {"data_format": "int16"}}
+    assert reader_options_for("sub-01/a.cnt", options) == {"data_format": "int32"}
+    assert reader_options_for("sub-02/ses-1/a.cnt", options) == {"data_format": "int16"}
+    assert reader_options_for("sub-02/a.CNT", options) == {}  # case-sensitive
+    assert reader_options_for("a.edf", options) == {}
+
+
+def write_edf(path, names, seconds=20):
+    rng = np.random.default_rng(8)
+    info = mne.create_info(names, SFREQ, "eeg")
+    raw = mne.io.RawArray(rng.standard_normal((len(names), int(SFREQ * seconds))) * 1e-5, info,
+                          verbose="error")
+    raw.set_annotations(mne.Annotations([1.0, 2.0, 3.0], 0, ["odd", "std", "std"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mne.export.export_raw(path, raw, fmt="edf", verbose="error")
+    return path
+
+
+def edf_params(raw_dir, **ingest):
+    values = dict(pattern="**/*.edf", events={"target": ["odd"], "nontarget": ["std"]})
+    return make_params(raw_dir, ingest={**values, **ingest}).ingest
+
+
+def test_reader_options_reach_the_reader(tmp_path):
+    # EDF labels 'EEG Fz' / 'ECG ECG1': infer_types types channels by their label prefix
+    path = write_edf(tmp_path / "sub-01" / "sub-01.edf", ["EEG Fz", "EEG Cz", "ECG ECG1"])
+    found = {}
+    for glob in ("sub-01/*", "sub-02/*", None):
+        options = {glob: {"infer_types": True}} if glob else {}
+        scan = scan_file(path, tmp_path, edf_params(tmp_path, reader_options=options))
+        found[glob] = (list(scan.channels), scan.reader_options)
+    assert found == {"sub-01/*": (["Fz", "Cz"], {"infer_types": True}),
+                     "sub-02/*": (["Fz", "Cz", "ECG ECG1"], {}),
+                     None: (["Fz", "Cz", "ECG ECG1"], {})}
+
+
+def test_the_write_pass_uses_the_same_reader_options(tmp_path):
+    write_edf(tmp_path / "sub-01" / "sub-01.edf", ["EEG Fz", "EEG Cz", "ECG ECG1"])
+    params = edf_params(tmp_path, reader_options={"*.edf": {"infer_types": True}})
+    recordings = run_ingest(params, tmp_path / "out")[0]
+    assert int(recordings["n_channels"][0]) == 2
+
+
+def test_a_keyword_the_reader_does_not_take_is_reported(tmp_path):
+    write_edf(tmp_path / "sub-01" / "sub-01.edf", ["Fz", "Cz"])
+    params = edf_params(tmp_path, reader_options={"*.edf": {"data_fromat": "int16"}})
+    scan = scan_file(tmp_path / "sub-01" / "sub-01.edf", tmp_path, params)
+    assert scan.error.startswith(
+        "MNE cannot read it with ingest.reader_options {'data_fromat': 'int16'} (")
+    assert "data_fromat" in scan.error.split("(", 1)[1]

@@ -12,7 +12,7 @@ import pytest
 
 from oddpipe import continuous
 from oddpipe.errors import OddpipeError
-from oddpipe.ingest import label_events, run_ingest
+from oddpipe.ingest import first_line, label_events, run_ingest
 from tests.conftest import make_params
 
 NAMES = ["Fz", "Cz", "Pz", "Oz"]
@@ -136,3 +136,75 @@ def test_bci2000_counts_as_volts_are_caught_by_the_plausibility_check(tmp_path):
         "plausible_rms_v": [1e-7, 1e-2], "on_error": "fail"})
     with pytest.raises(OddpipeError, match="eeg2_1.dat: implausible amplitude"):
         run_ingest(params.ingest, tmp_path / "out")
+
+
+def write_edf(path, seconds: float = 20.0):
+    """A 250 Hz EDF with annotations: std at 1, 3 s; odd at 2 s."""
+    info = mne.create_info(NAMES, 250.0, "eeg")
+    data = np.random.default_rng(1).standard_normal((len(NAMES), int(250 * seconds))) * 1e-5
+    raw = mne.io.RawArray(data, info, verbose="error")
+    raw.set_annotations(mne.Annotations([1.0, 2.0, 3.0], 0, ["std", "odd", "std"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mne.export.export_raw(path, raw, fmt="edf", verbose="error")
+    return path
+
+
+def edf_params(raw_dir, **ingest):
+    return make_params(raw_dir, ingest={"pattern": "**/*.edf", **ingest, "events": {
+        "target": ["odd"], "nontarget": ["std"]}}).ingest
+
+
+def test_record_count_minus_one_is_not_truncation_but_a_short_file_is(tmp_path):
+    # BioSemi and others leave the header's record count at -1 when a recording was not
+    # stopped; MNE counts records from the file size. Only a count above it is truncation.
+    unknown = write_edf(tmp_path / "sub-01" / "sub-01.edf")
+    header = bytearray(unknown.read_bytes())
+    header[236:244] = b"-1      "
+    unknown.write_bytes(bytes(header))
+    cut = write_edf(tmp_path / "sub-02" / "sub-02.edf")
+    cut.write_bytes(cut.read_bytes()[:-2000])
+    _, _, report = run_ingest(edf_params(tmp_path), tmp_path / "out")
+    rows = report.set_index("recording")
+    assert rows.loc["sub-01", "status"] == "ok"
+    assert (rows.loc["sub-01", "n_target"], rows.loc["sub-01", "n_nontarget"]) == (1, 2)
+    assert rows.loc["sub-02", "status"] == "error"
+    assert rows.loc["sub-02", "reason"].startswith("the file looks truncated")
+
+
+def test_a_file_with_one_class_only_is_reported(tmp_path):
+    write_edf(tmp_path / "sub-01" / "sub-01.edf")
+    params = make_params(tmp_path, ingest={"pattern": "**/*.edf", "events": {
+        "target": ["odd"], "nontarget": ["standard"]}}).ingest
+    with pytest.raises(OddpipeError, match="no usable recording"):
+        run_ingest(params, tmp_path / "out", report_path=tmp_path / "ingest.tsv")
+    report = pd.read_csv(tmp_path / "ingest.tsv", sep="\t")
+    assert report["status"].tolist() == ["error"]
+    assert report["reason"][0] == (
+        "only one class present: 1 target event(s) and no nontarget event (codes found: 'odd', "
+        "'std'); map the nontarget codes in ingest.events.nontarget, or leave this file out")
+
+
+def test_sidecar_column_all_na_falls_back_to_value(tmp_path):
+    (tmp_path / "sub-01").mkdir()
+    raw = stim_raw(200.0, {})
+    raw.drop_channels(["STI"])
+    raw.save(tmp_path / "sub-01/sub-01_run-01_raw.fif", verbose="error")
+    pd.DataFrame({"onset": ["1.0", "2.5", "n/a", "4.0"], "duration": 0,
+                  "trial_type": "n/a", "value": ["1", "2", "2", "1"]}).to_csv(
+        tmp_path / "sub-01/sub-01_run-01_events.tsv", sep="\t", index=False)
+    recordings, events, _ = run_ingest(params_for(tmp_path, event_source="tsv"), tmp_path / "o")
+    assert list(events["sample"]) == [200, 500, 800] and list(events["y"]) == [0, 1, 0]
+    pd.DataFrame({"onset": ["1.0"], "trial_type": ["n/a"]}).to_csv(
+        tmp_path / "sub-01/sub-01_run-01_events.tsv", sep="\t", index=False)
+    params = params_for(tmp_path, event_source="tsv", on_error="fail")
+    with pytest.raises(OddpipeError, match="sub-01_run-01_events.tsv has no 'trial_type' or "
+                       "'value' column with codes; set ingest.tsv_column"):
+        run_ingest(params, tmp_path / "p")
+
+
+def test_messages_with_an_embedded_traceback_keep_the_error_line():
+    # MNE's CNT reader raises RuntimeError('\n  File ...\n    raise ...\n\nRuntimeError: msg')
+    exc = RuntimeError('\n  File "x.py", line 1, in f\n    raise RuntimeError(\n\n'
+                       "RuntimeError: set data_format manually.\n\nWARNING: other")
+    assert first_line(exc) == "set data_format manually."
+    assert first_line(ValueError("plain\nmore")) == "plain"

@@ -116,3 +116,51 @@ def test_stage_exits_2_on_broken_yaml(tmp_path, capsys):
     assert stages.sample.main(["--params", str(path)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({"*.cnt": {"data_format": ["int16"]}},
+     "params.yaml: ingest.reader_options: ['*.cnt'].data_format: only scalars (text, number, "
+     "true/false, null) are passed to readers; got ['int16']"),
+    ({"*.cnt": {"data_format": {"a": 1}}},
+     "params.yaml: ingest.reader_options: ['*.cnt'].data_format: only scalars (text, number, "
+     "true/false, null) are passed to readers; got {'a': 1}"),
+    ({"*.cnt": "int16"},
+     "params.yaml: ingest.reader_options: ['*.cnt'] must be a mapping of reader keywords, "
+     "e.g. {data_format: int16}; got 'int16'"),
+    ({"*.cnt": {"preload": True}},
+     "params.yaml: ingest.reader_options: ['*.cnt'].preload is chosen by ingest (it streams "
+     "files); remove it"),
+    (["*.cnt"],
+     "params.yaml: ingest.reader_options: reader_options must map a glob pattern to reader "
+     "keywords, e.g. {'*.cnt': {data_format: int16}}"),
+])
+def test_reader_options_take_scalars_only(options, expected):
+    assert problems(ingest={"reader_options": options}) == [expected]
+
+
+def test_reader_options_keep_their_order_and_values():
+    raw = copy.deepcopy(default_params())
+    raw["ingest"]["reader_options"] = {"a/*.cnt": {"data_format": "int32"},
+                                       "*.cnt": {"data_format": "int16", "eog": None}}
+    ingest = parse_params(raw).ingest
+    assert list(ingest.reader_options.items()) == [
+        ("a/*.cnt", {"data_format": "int32"}), ("*.cnt", {"data_format": "int16", "eog": None})]
+
+
+@pytest.mark.parametrize("channels, expected", [
+    ([], "params.yaml: ingest.channels: an empty list keeps nothing; list names or use common"),
+    (["Fz", "Cz", "Fz"], "params.yaml: ingest.channels: ['Fz'] listed more than once"),
+    ("all", "params.yaml: ingest.channels: 'all' is neither common nor a list of channel names"),
+])
+def test_channels_is_common_or_a_list_of_names(channels, expected):
+    assert problems(ingest={"channels": channels}) == [expected]
+
+
+def test_layout_is_files_or_bids():
+    found = problems(ingest={"layout": "bidz"})
+    assert len(found) == 1 and found[0].startswith("params.yaml: ingest.layout:")
+    assert "'files' or 'bids'" in found[0]
+    raw = copy.deepcopy(default_params())
+    assert parse_params(raw).ingest.layout == "files"
+    assert parse_params(raw).ingest.channels == "common"
