@@ -16,7 +16,7 @@ import pandas as pd
 
 from oddpipe import continuous
 from oddpipe.errors import OddpipeError
-from oddpipe.parallel import map_recordings
+from oddpipe.parallel import SERIAL, Runner, map_recordings
 from oddpipe.params import Filter
 
 SPLITS = ("train", "val", "test")
@@ -159,8 +159,8 @@ def drop_mask(channels: list[str], decision: dict) -> np.ndarray:
 
 
 def run_filter(recordings: pd.DataFrame, events: pd.DataFrame, decisions: dict[str, dict],
-               ingest_dir: Path, out_dir: Path, params: Filter, n_jobs: int = 1,
-               backend: str = "loky") -> dict:
+               ingest_dir: Path, out_dir: Path, params: Filter,
+               runner: Runner = SERIAL) -> dict:
     """Epoch every kept recording, then assemble train/val/test arrays and tables."""
     keep = recordings[recordings["recording"].map(
         lambda r: decisions[r]["action"] != "drop_recording")]
@@ -176,7 +176,7 @@ def run_filter(recordings: pd.DataFrame, events: pd.DataFrame, decisions: dict[s
              [c for c, m in zip(channels, masks[r.recording]) if m])
             for r in keep.itertuples()]
     work = partial(_epoch_job, params=params, parts_dir=parts_dir)
-    parts = map_recordings(work, jobs, n_jobs, backend)
+    parts = map_recordings(work, jobs, runner)
     done = [p for p in parts if p.part is not None]
     if not done:
         raise OddpipeError("no event survived epoching (windows run past the recording "

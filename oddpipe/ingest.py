@@ -21,7 +21,7 @@ import pandas as pd
 from oddpipe import bids, continuous
 from oddpipe.errors import OddpipeError
 from oddpipe.io import write_tsv
-from oddpipe.parallel import map_recordings
+from oddpipe.parallel import SERIAL, Runner, map_recordings
 from oddpipe.params import Ingest, ReaderScalar
 
 log = logging.getLogger(__name__)
@@ -600,7 +600,7 @@ def check_targets(scans: list[FileScan], params: Ingest) -> None:
                                f"{codes}); check the codes against reports/ingest.tsv")
 
 
-def run_ingest(params: Ingest, out_dir: Path, n_jobs: int = 1, backend: str = "loky",
+def run_ingest(params: Ingest, out_dir: Path, runner: Runner = SERIAL,
                report_path: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Scan, choose channels, write one .npy per usable recording and channels.tsv.
 
@@ -610,7 +610,7 @@ def run_ingest(params: Ingest, out_dir: Path, n_jobs: int = 1, backend: str = "l
     raw_dir = Path(params.raw_dir)
     files = list_recordings(params)
     scans = map_recordings(partial(scan_file, raw_dir=raw_dir, params=params), files,
-                           n_jobs, backend)
+                           runner)
     report = report_rows(scans, params.channels)
     if report_path is not None:
         write_tsv(report_path, report)
@@ -623,7 +623,7 @@ def run_ingest(params: Ingest, out_dir: Path, n_jobs: int = 1, backend: str = "l
     channels = common_channels(good)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = map_recordings(partial(write_recording, channels=channels, out_dir=out_dir),
-                             good, n_jobs, backend)
+                             good, runner)
     for scan, (_, n_times, _) in zip(good, written):
         scan.n_times = n_times  # after resampling, from the data written
     continuous.write_channels(out_dir, channels, written[0][2])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ import pandas as pd
 
 from oddpipe import continuous
 from oddpipe.errors import OddpipeError
-from oddpipe.parallel import map_recordings
+from oddpipe.parallel import SERIAL, Runner, map_recordings
 from oddpipe.params import Outliers
 
 if TYPE_CHECKING:
@@ -220,6 +221,10 @@ def scan_recording(raw: "mne.io.BaseRaw | str", recording: str, line_freq: float
     return RecordingFeatures(recording, table, freqs, psd)
 
 
+def _scan_job(job: tuple, params: Outliers) -> tuple[RecordingFeatures, RecordingFeatures | None]:
+    return scan_and_sample(*job, params)
+
+
 def too_short(recordings: pd.DataFrame, params: Outliers) -> dict[str, str]:
     """Recordings shorter than one analysis segment: left out with a reason, the rest go on."""
     short = recordings[recordings["duration_s"] < params.segment_s]
@@ -349,7 +354,7 @@ def _features_table(feats: list[RecordingFeatures], recordings: pd.DataFrame) ->
 
 
 def detect(recordings: pd.DataFrame, sample: pd.DataFrame, ingest_dir: Path, params: Outliers,
-           n_jobs: int = 1, backend: str = "loky") -> OutlierResult:
+           runner: Runner = SERIAL) -> OutlierResult:
     """Scan every recording, check the inspection sample, decide on the scan."""
     short = too_short(recordings, params)
     for rec, reason in short.items():
@@ -363,7 +368,7 @@ def detect(recordings: pd.DataFrame, sample: pd.DataFrame, ingest_dir: Path, par
              parse_line_freq(r.line_freq),
              sample.loc[sample["recording"] == r.recording, "sample"].to_numpy())
             for r in scannable.itertuples()]
-    pairs = map_recordings(lambda j: scan_and_sample(*j, params), jobs, n_jobs, backend)
+    pairs = map_recordings(partial(_scan_job, params=params), jobs, runner)
     scans = [scan for scan, _ in pairs]
     samples = [sample for _, sample in pairs if sample is not None]
     flags = flag_channels(_features_table(scans, recordings), params)

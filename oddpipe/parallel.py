@@ -1,19 +1,70 @@
-"""The one parallel path: per-recording work goes through joblib."""
+"""The one parallel path: per-recording work goes through joblib, on this machine (loky
+processes) or on a Dask cluster (joblib's dask backend), with the same code."""
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def map_recordings(func: Callable[[T], R], items: Iterable[T], n_jobs: int = 1,
-                   backend: str = "loky") -> list[R]:
-    """Apply func to each item, in order; switch backend (e.g. dask) without code changes."""
+@dataclass(frozen=True)
+class Runner:
+    """How per-recording work runs (params: execution); never changes a result."""
+
+    n_jobs: int = 1
+    backend: str = "loky"  # loky | threading | sequential | dask
+    scheduler: str | None = None  # dask: a scheduler address; None starts a LocalCluster
+
+
+    @classmethod
+    def of(cls, execution: Any) -> "Runner":
+        """From params.execution (duck-typed: this module stays free of the params schema,
+        so a change here reruns only the stages that map over recordings)."""
+        return cls(execution.n_jobs, execution.backend, execution.scheduler)
+
+
+SERIAL = Runner()
+
+
+def map_recordings(func: Callable[[T], R], items: Iterable[T],
+                   runner: Runner = SERIAL) -> list[R]:
+    """Apply func to each item; results come back in the items' order."""
     items = list(items)
-    if n_jobs == 1 or backend == "sequential" or len(items) < 2:
+    if runner.backend == "dask":
+        return _map_dask(func, items, runner.scheduler)
+    if runner.n_jobs == 1 or runner.backend == "sequential" or len(items) < 2:
         return [func(item) for item in items]
     from joblib import Parallel, delayed  # imported when used: it costs every stage 0.1 s
 
-    return Parallel(n_jobs=n_jobs, backend=backend)(delayed(func)(item) for item in items)
+    return Parallel(n_jobs=runner.n_jobs, backend=runner.backend)(
+        delayed(func)(item) for item in items)
+
+
+def _map_dask(func: Callable[[T], R], items: list[T], scheduler: str | None) -> list[R]:
+    """The same joblib call, each item a task on the cluster's workers. Workers must import
+    oddpipe (start them with the repository on PYTHONPATH) and see the same files at the
+    same paths (a shared filesystem); each task runs in the stage's working directory, so
+    the relative paths DVC passes mean the same there."""
+    from joblib import Parallel, delayed, parallel_config
+
+    cwd = os.getcwd()
+    with parallel_config(backend="dask", client=dask_client(scheduler)):
+        return Parallel(n_jobs=-1)(delayed(_in_dir)(cwd, func, item) for item in items)
+
+
+def _in_dir(cwd: str, func: Callable[[T], R], item: T) -> R:
+    os.chdir(cwd)  # every task of a stage shares one directory, so threads agree on it
+    return func(item)
+
+
+@lru_cache(maxsize=None)
+def dask_client(scheduler: str | None) -> Any:
+    """One client per process and scheduler: connecting (or starting a LocalCluster) once."""
+    from dask.distributed import Client
+
+    return Client(scheduler) if scheduler else Client(processes=True)

@@ -25,7 +25,8 @@ class Execution(Section):
     """Settings that never change a result; no stage lists them in dvc.yaml."""
 
     n_jobs: int = Field(1, ge=-1)  # -1: all cores; 0 has no meaning
-    backend: Literal["loky", "threading", "sequential"] = "loky"
+    backend: Literal["loky", "threading", "sequential", "dask"] = "loky"
+    scheduler: str | None = None  # dask: scheduler address (tcp://host:8786); None: local
     device: Literal["auto", "cpu", "cuda"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -33,6 +34,9 @@ class Execution(Section):
     def _jobs(self) -> "Execution":
         if self.n_jobs == 0:
             raise ValueError("n_jobs: 0 has no meaning; use 1 (serial), N cores, or -1 (all)")
+        if self.scheduler and self.backend != "dask":
+            raise ValueError(f"scheduler is set but backend is {self.backend}; "
+                             "use backend: dask to run on that cluster")
         return self
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from oddpipe.filtering import run_filter
 from oddpipe.io import read_json, read_tsv, write_json, write_tsv
+from oddpipe.parallel import Runner
 from oddpipe.params import Params
 from stages._common import parser, run_stage, write_stage_record
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(args.out, ignore_errors=True)  # no stale split survives a rerun
         ex = params.execution
         result = run_filter(recordings, events, decisions, args.ingest, args.out,
-                            params.filter, ex.n_jobs, ex.backend)
+                            params.filter, Runner.of(ex))
         for split, table in result["tables"].items():
             write_tsv(args.out / f"{split}.tsv", table)
             log.info("%s: %d epochs, %d targets", split, len(table), int(table["y"].sum()))

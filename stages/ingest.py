@@ -7,6 +7,7 @@ from pathlib import Path
 
 from oddpipe.ingest import run_ingest
 from oddpipe.io import write_tsv
+from oddpipe.parallel import Runner
 from oddpipe.params import Params
 from stages._common import parser, run_stage, write_stage_record
 
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(params: Params) -> None:
         ex = params.execution
-        recordings, events, report = run_ingest(params.ingest, args.out, ex.n_jobs, ex.backend,
+        recordings, events, report = run_ingest(params.ingest, args.out, Runner.of(ex),
                                                 report_path=args.report)
         write_tsv(args.out / "recordings.tsv", recordings)
         write_tsv(args.out / "events.tsv", events)

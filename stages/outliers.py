@@ -8,6 +8,7 @@ from pathlib import Path
 
 from oddpipe.io import read_tsv, write_json, write_tsv
 from oddpipe.outliers import detect, evidence_arrays, save_evidence, summary_metrics
+from oddpipe.parallel import Runner
 from oddpipe.params import Params
 from stages._common import parser, run_stage, write_stage_record
 
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         recordings = read_tsv(args.ingest / "recordings.tsv")
         events = read_tsv(args.ingest / "events.tsv")
         sample = read_tsv(args.sample / "sample.tsv")
-        result = detect(recordings, sample, args.ingest, params.outliers, ex.n_jobs, ex.backend)
+        result = detect(recordings, sample, args.ingest, params.outliers, Runner.of(ex))
         metrics = summary_metrics(result, events)
         write_tsv(args.out / "outliers.tsv", result.flags)
         write_json(args.out / "outliers.json", {"recordings": result.decisions})
