@@ -39,8 +39,10 @@ def create(path: Path, n_channels: int, n_times: int) -> np.memmap:
 def stream_raw(raw: "mne.io.BaseRaw", picks: list[str], path: Path) -> int:
     """Copy the picked channels of an unloaded Raw to a .npy chunk by chunk: memory stays
     bounded however long the file is. Returns the number of samples written."""
-    out = create(path, len(picks), raw.n_times)
     step = max(1, CHUNK_VALUES // max(len(picks), 1))
+    if step >= raw.n_times:  # one chunk: a sequential write, no page faults on a memmap
+        return write_array(raw.get_data(picks=picks), path)
+    out = create(path, len(picks), raw.n_times)
     for start in range(0, raw.n_times, step):
         stop = min(start + step, raw.n_times)
         out[:, start:stop] = raw.get_data(picks=picks, start=start, stop=stop)
@@ -50,10 +52,8 @@ def stream_raw(raw: "mne.io.BaseRaw", picks: list[str], path: Path) -> int:
 
 
 def write_array(data: np.ndarray, path: Path) -> int:
-    out = create(path, *data.shape)
-    out[:] = data
-    out.flush()
-    del out
+    with open(path, "wb") as fh:  # a file object: np.save would not append .npy
+        np.save(fh, np.ascontiguousarray(data, dtype=np.float32), allow_pickle=False)
     return data.shape[1]
 
 

@@ -1,13 +1,15 @@
 """Ingest: read raw recordings with MNE, map events to labels, pick channels by name.
 
-Two passes keep memory flat: a cheap scan of every file (header, channels, events), then
-one file at a time is streamed, reduced to the common channels, into a float32 .npy
-(the contract is in oddpipe/continuous.py).
+Each file is opened once: header, channels and events are read, and a usable file's data
+are streamed, chunk by chunk, into a float32 part. Once every file is known, each part
+becomes its recording's .npy: the channels all files share, at one rate (the contract is
+in oddpipe/continuous.py). Memory stays flat: one file's chunk at a time.
 """
 from __future__ import annotations
 
 import fnmatch
 import logging
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -51,6 +53,8 @@ class FileScan:
     event_source: str = ""
     orig_sfreq: float = 0.0
     error: str | None = None
+    part: Path | None = None  # its kept channels, written while the file was open
+    types: list[str] = field(default_factory=list)  # channel types, in channels' order
 
 
 def normalize_channel_name(name: str) -> str:
@@ -397,8 +401,10 @@ def path_label(scan: FileScan) -> str:
     return str(scan.path)
 
 
-def scan_file(path: Path, raw_dir: Path, params: Ingest) -> FileScan:
-    """First pass over one file: entities, header, channels and labelled events.
+def scan_file(path: Path, raw_dir: Path, params: Ingest, part: Path | None = None) -> FileScan:
+    """The one pass over one file: entities, header, channels and labelled events, then,
+    when it is usable and a part path is given, its kept channels copied there while the
+    file is still open.
 
     Any problem with this one file is recorded in scan.error; it never stops the others.
     """
@@ -422,7 +428,23 @@ def scan_file(path: Path, raw_dir: Path, params: Ingest) -> FileScan:
         scan.error = str(exc)
     except Exception as exc:  # e.g. a stim channel this file lacks
         scan.error = f"cannot read its events or channels ({type(exc).__name__}: {exc})"
+    if part is not None and not scan.error:  # a disk error is no file's fault: it stops
+        write_part(scan, raw, part)
     return scan
+
+
+def _scan_job(job: tuple[Path, Path], raw_dir: Path, params: Ingest) -> FileScan:
+    return scan_file(job[0], raw_dir, params, job[1])
+
+
+def write_part(scan: FileScan, raw: mne.io.BaseRaw, path: Path) -> None:
+    """Copy the kept channels, at the file's own rate, streamed in chunks (memory stays
+    bounded for long files); run_ingest turns it into the recording's array."""
+    picks = list(scan.channels.values())
+    scan.types = raw.get_channel_types(picks=picks)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    continuous.stream_raw(raw, picks, path)
+    scan.part = path
 
 
 def open_scan(scan: FileScan, rel: str, raw_dir: Path, params: Ingest) -> mne.io.BaseRaw:
@@ -488,29 +510,27 @@ def retime(scan: FileScan, sfreq: float) -> None:
     scan.n_times, scan.sfreq = int(round(scan.n_times * ratio)), sfreq
 
 
-def reopen(scan: FileScan) -> mne.io.BaseRaw:
-    """Open a scanned file again exactly as the scan did (reader options, BIDS sidecars),
-    so the channel names and types it found are the ones written."""
-    return open_raw(scan.path, scan.reader_options, scan.bids_root)
-
-
-def write_recording(scan: FileScan, channels: list[str],
-                    out_dir: Path) -> tuple[Path, int, list[str]]:
-    """Second pass: copy one file's common channels, by name, to a float32 .npy.
-
-    Streamed chunk by chunk when the rate is kept; resampling (anti-aliased) needs the
-    whole file in memory. Returns (path, samples written, channel types).
-    """
-    raw = reopen(scan)
-    picks = [scan.channels[n] for n in channels]
-    types = raw.get_channel_types(picks=picks)
+def conform(scan: FileScan, channels: list[str], out_dir: Path) -> tuple[Path, int]:
+    """The recording's array from its part: the chosen channels in their order, at the
+    working rate (anti-aliased resampling). Usually a rename: nothing to change."""
     path = continuous.data_path(out_dir, scan.recording)
-    if raw.info["sfreq"] == scan.sfreq:
-        return path, continuous.stream_raw(raw, picks, path), types
-    raw.pick(picks)
-    raw.load_data(verbose="error")
-    raw.resample(scan.sfreq, verbose="error")
-    return path, continuous.write_array(raw.get_data(), path), types
+    order = [list(scan.channels).index(n) for n in channels]
+    if order == list(range(len(scan.channels))) and scan.orig_sfreq == scan.sfreq:
+        os.replace(scan.part, path)
+        return path, int(continuous.open_data(path).shape[1])
+    data = np.asarray(continuous.open_data(scan.part)[order], dtype=np.float64)
+    if scan.orig_sfreq != scan.sfreq:  # the whole recording in memory: resampling needs it
+        data = mne.filter.resample(data, up=scan.sfreq / scan.orig_sfreq, npad="auto",
+                                   verbose="error")
+    n_times = continuous.write_array(data, path)
+    scan.part.unlink()
+    return path, n_times
+
+
+def discard_parts(scans: list[FileScan]) -> None:
+    for s in scans:
+        if s.part is not None:
+            s.part.unlink(missing_ok=True)
 
 
 def check_unique(scans: list[FileScan]) -> None:
@@ -609,24 +629,33 @@ def run_ingest(params: Ingest, out_dir: Path, runner: Runner = SERIAL,
     """
     raw_dir = Path(params.raw_dir)
     files = list_recordings(params)
-    scans = map_recordings(partial(scan_file, raw_dir=raw_dir, params=params), files,
-                           runner)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(f, out_dir / f".part-{i:06d}.npy") for i, f in enumerate(files)]
+    scans = map_recordings(partial(_scan_job, raw_dir=raw_dir, params=params), jobs, runner)
     report = report_rows(scans, params.channels)
     if report_path is not None:
         write_tsv(report_path, report)
+    try:
+        good, channels = choose(scans, params)
+        written = map_recordings(partial(conform, channels=channels, out_dir=out_dir), good,
+                                 runner)
+    finally:
+        discard_parts(scans)  # after a failure, or the parts a rename did not consume
+    for scan, (_, n_times) in zip(good, written):
+        scan.n_times = n_times  # after resampling, from the data written
+    types = dict(zip(good[0].channels, good[0].types))
+    continuous.write_channels(out_dir, channels, [types[n] for n in channels])
+    recordings = pd.DataFrame([recording_row(s, path, len(channels), params.line_freq)
+                               for s, (path, _) in zip(good, written)])
+    return recordings, events_table(good), report
+
+
+def choose(scans: list[FileScan], params: Ingest) -> tuple[list[FileScan], list[str]]:
+    """The usable recordings (on_error policy), at one rate, and the channels they share."""
     good = usable_scans(scans, params.on_error)
     check_targets(good, params)
     check_unique(good)
     sfreq = check_rates(good, params.sfreq)
     for scan in good:
         retime(scan, sfreq)
-    channels = common_channels(good)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = map_recordings(partial(write_recording, channels=channels, out_dir=out_dir),
-                             good, runner)
-    for scan, (_, n_times, _) in zip(good, written):
-        scan.n_times = n_times  # after resampling, from the data written
-    continuous.write_channels(out_dir, channels, written[0][2])
-    recordings = pd.DataFrame([recording_row(s, path, len(channels), params.line_freq)
-                               for s, (path, _, _) in zip(good, written)])
-    return recordings, events_table(good), report
+    return good, common_channels(good)

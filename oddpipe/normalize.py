@@ -5,11 +5,25 @@ a residual artefact cannot squeeze every other value towards zero.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from oddpipe.errors import OddpipeError
 
 IQR_TO_STD = 1.349
+MAX_VALUES = 2_000_000  # per channel (16 MB as float64): quantiles to ~1e-3 beyond it
+
+
+def channel_values(X: np.ndarray | Path, mask: np.ndarray, c: int, max_values: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Channel c of the kept epochs as float64, at most max_values (whole epochs)."""
+    data = np.load(X, mmap_mode="r", allow_pickle=False) if isinstance(X, Path) else X
+    epochs = np.flatnonzero(~mask[:, c])
+    per_epoch = max(int(data.shape[2]), 1)
+    if len(epochs) * per_epoch > max_values:
+        epochs = np.sort(rng.choice(epochs, max(max_values // per_epoch, 1), replace=False))
+    return np.asarray(data[epochs, c, :], dtype=np.float64).ravel()
 
 
 def channel_stats(values: np.ndarray, method: str) -> tuple[float, float]:
@@ -21,14 +35,19 @@ def channel_stats(values: np.ndarray, method: str) -> tuple[float, float]:
     return float(q50), float((q75 - q25) / IQR_TO_STD)
 
 
-def fit_normalizer(X: np.ndarray, mask: np.ndarray, channels: list[str], method: str) -> dict:
-    """Center and scale per channel over train epochs, one channel at a time (memmap-friendly).
+def fit_normalizer(X: np.ndarray | Path, mask: np.ndarray, channels: list[str], method: str,
+                   max_values: int = MAX_VALUES, seed: int = 0) -> dict:
+    """Center and scale per channel over train epochs, one channel at a time.
 
-    Masked (outlier-dropped) channel epochs are left out of the statistics.
+    Masked (outlier-dropped) channel epochs are left out of the statistics. A channel with
+    more than max_values samples is fitted on a seeded random subset of its epochs, so
+    memory stays flat as the data grow (the demo, 0.5 M values a channel, is fitted
+    exactly). A path is memory-mapped afresh per channel, so no page stays resident.
     """
     center, scale = [], []
+    rng = np.random.default_rng(seed)
     for c, name in enumerate(channels):
-        values = np.asarray(X[~mask[:, c], c, :], dtype=np.float64).ravel()
+        values = channel_values(X, mask, c, max_values, rng)
         if not np.isfinite(values).all():
             raise OddpipeError(f"train epochs of channel {name} hold non-finite values; "
                                "check the outliers report (reports/outliers.html)")

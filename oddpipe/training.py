@@ -6,6 +6,7 @@ import copy
 import logging
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,11 +28,20 @@ NONFINITE_HINT = (
 
 @dataclass
 class EpochSet:
-    """Epochs on disk (memmap), their dropped-channel mask and labels."""
+    """Epochs (in memory, or a float32 .npy on disk), their dropped-channel mask, labels."""
 
-    X: np.ndarray
+    data: np.ndarray | Path
     mask: np.ndarray
     y: np.ndarray
+
+    @property
+    def X(self) -> np.ndarray:
+        """The epochs; from disk a fresh read-only memmap per use, unmapped when dropped:
+        pages read stay in the page cache, not in this process, so memory stays flat
+        however many epochs there are."""
+        if isinstance(self.data, Path):
+            return np.load(self.data, mmap_mode="r", allow_pickle=False)
+        return self.data
 
     def batch(self, idx: np.ndarray, norm: dict | None) -> torch.Tensor:
         idx = np.sort(idx)  # memmaps read fastest in order

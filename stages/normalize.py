@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(params: Params) -> None:
         info = read_json(args.epochs / "epochs.json")
-        X = np.load(args.epochs / "train_X.npy", mmap_mode="r", allow_pickle=False)
+        X = args.epochs / "train_X.npy"
         mask = np.load(args.epochs / "train_mask.npy", allow_pickle=False)
         norm = fit_normalizer(X, mask, info["channels"], params.normalize.method)
         write_json(args.out / "normalizer.json", norm)
@@ -35,14 +35,14 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.metrics, {
             "scale_inflation_if_flagged_kept": inflation,
             "max_scale_inflation_if_flagged_kept": max(inflation.values()),
-            "method": norm["method"], "n_train_epochs": int(X.shape[0]),
+            "method": norm["method"], "n_train_epochs": int(mask.shape[0]),
             "masked_fraction": round(float(mask.mean()), 6),
             "scale_min": float(scale.min()), "scale_max": float(scale.max()),
             "scale_max_over_min": round(float(scale.max() / scale.min()), 4),
         })
         write_stage_record(args.out, "normalize", params)
         log.info("%s normalizer over %d train epochs; scale %.3g..%.3g", norm["method"],
-                 X.shape[0], scale.min(), scale.max())
+                 mask.shape[0], scale.min(), scale.max())
 
     return run_stage("normalize", body, args.params)
 

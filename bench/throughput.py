@@ -1,0 +1,161 @@
+"""Throughput of the heavy stages against their floors, in-process (no interpreter or
+import cost), on the demo dataset with a warm page cache:
+
+- ingest (run_ingest) against bare `mne.io.read_raw(f).get_data()` of the same files;
+- ingest with n_jobs=2 against n_jobs=1;
+- outliers (detect) against ingest;
+- filter (run_filter: notch, band-pass, epoching, writing) against MNE's `notch_filter` +
+  `filter_data` on the same arrays;
+- training samples per second (two epochs of the demo's training split).
+
+Run: .venv/bin/python bench/throughput.py [--repeat 3] [--subjects N]
+     (needs `make demo`, or --subjects to generate a demo of N subjects in /tmp)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import mne  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from oddpipe import continuous  # noqa: E402
+from oddpipe.datasets import load_split  # noqa: E402
+from oddpipe.filtering import notch_freqs, run_filter  # noqa: E402
+from oddpipe.ingest import run_ingest  # noqa: E402
+from oddpipe.io import read_json  # noqa: E402
+from oddpipe.models import build_model  # noqa: E402
+from oddpipe.normalize import fit_normalizer  # noqa: E402
+from oddpipe.outliers import detect  # noqa: E402
+from oddpipe.parallel import Runner  # noqa: E402
+from oddpipe.params import Params, parse_params  # noqa: E402
+from oddpipe.sampling import inspection_sample, split_events  # noqa: E402
+from oddpipe.training import fit, seed_everything  # noqa: E402
+
+
+def best_of(repeat: int, func: Callable[[], object]) -> tuple[float, object]:
+    """Fastest wall time of `repeat` calls (the least disturbed by other load)."""
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = func()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def bare_read(files: list[Path]) -> int:
+    n = 0
+    for f in files:
+        n += mne.io.read_raw(f, preload=False, verbose="error").get_data().size
+    return n
+
+
+def mne_filter_floor(work: Path, params: Params, recordings) -> None:
+    """What the filter stage must do at least: MNE's notch + band-pass on each array."""
+    fp = params.filter
+    for r in recordings.itertuples():
+        data = np.asarray(continuous.open_data(work / "ingest" / r.data), dtype=np.float64)
+        data = mne.filter.notch_filter(data, r.sfreq, notch_freqs(float(r.line_freq), r.sfreq),
+                                       verbose="error")
+        mne.filter.filter_data(data, r.sfreq, fp.l_freq, fp.h_freq, verbose="error")
+
+
+def training_rate(work: Path, params: Params) -> float:
+    """Training samples per second over two epochs (validation passes included)."""
+    info = read_json(work / "filter" / "epochs.json")
+    train, _ = load_split(work / "filter", "train")
+    val, _ = load_split(work / "filter", "val")
+    norm = fit_normalizer(train.X, train.mask, info["channels"], "robust")
+    seed_everything(0)
+    model = build_model({"model": "cnn", "n_channels": len(info["channels"]),
+                         "n_times": info["n_times"], "sfreq": info["sfreq"], "dropout": 0.25})
+    tp = params.train.model_copy(update={"max_epochs": 2, "patience": 10})
+    start = time.perf_counter()
+    fit(model, train, val, norm, tp, torch.device("cpu"))
+    return 2 * len(train.y) / (time.perf_counter() - start)
+
+
+def demo_dir(args: argparse.Namespace, tmp: Path) -> Path:
+    if not args.subjects:
+        return REPO / "data/raw/demo"
+    from oddpipe.demo import DemoSpec, generate
+    generate(tmp / "raw", tmp / "truth.json", DemoSpec(n_subjects=args.subjects))
+    return tmp / "raw"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--subjects", type=int, default=0)
+    args = p.parse_args()
+    logging.disable(logging.WARNING)
+    tmp = Path(tempfile.mkdtemp(prefix="oddpipe-throughput-"))
+    raw_dir = demo_dir(args, tmp)
+    files = sorted(raw_dir.rglob("*.edf"))
+    if not files:
+        sys.exit("no demo dataset: run `make demo` first")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["ingest"]["raw_dir"] = str(raw_dir)
+    params = parse_params(raw)
+    mb = sum(f.stat().st_size for f in files) / 1e6
+    bare_read(files)  # warm the page cache: both sides read from memory
+
+    t_bare, _ = best_of(args.repeat, lambda: bare_read(files))
+    ingest = lambda n: run_ingest(params.ingest, tmp / "ingest", Runner(n_jobs=n))  # noqa: E731
+    t_ingest, (recordings, events, _) = best_of(args.repeat, lambda: ingest(1))
+    t_ingest2, _ = best_of(args.repeat, lambda: ingest(2))
+    sp = params.sample
+    sample = inspection_sample(events, sp.inspect_fraction, sp.inspect_min_per_stratum, sp.seed)
+    splits = split_events(events, sp)
+    t_outliers, result = best_of(args.repeat, lambda: detect(
+        recordings, sample, tmp / "ingest", params.outliers))
+    events = events.merge(splits[["event_id", "split"]], on="event_id")
+
+    def filter_stage():
+        shutil.rmtree(tmp / "filter", ignore_errors=True)
+        return run_filter(recordings, events, result.decisions, tmp / "ingest", tmp / "filter",
+                          params.filter)
+    t_filter, out = best_of(args.repeat, filter_stage)
+    (tmp / "filter" / "epochs.json").write_text(json.dumps(out["info"]))
+    for split, table in out["tables"].items():
+        table.to_csv(tmp / "filter" / f"{split}.tsv", sep="\t", index=False)
+    t_floor, _ = best_of(args.repeat, lambda: mne_filter_floor(tmp, params, recordings))
+    rate = training_rate(tmp, params)
+
+    print(f"data: {len(files)} EDF files, {mb:.0f} MB, {len(events)} events; best of "
+          f"{args.repeat}, seconds, warm page cache")
+    print(f"bare MNE read          {t_bare:7.2f}  ({mb / t_bare:6.1f} MB/s)")
+    print(f"ingest, n_jobs=1       {t_ingest:7.2f}  ({mb / t_ingest:6.1f} MB/s)  "
+          f"{t_ingest / t_bare:.2f}x the bare read (target <= 1.5)")
+    print(f"ingest, n_jobs=2       {t_ingest2:7.2f}  speed-up {t_ingest / t_ingest2:.2f}x "
+          "(target >= 1.6 on 2 cores)")
+    print(f"outliers (detect)      {t_outliers:7.2f}  {t_outliers / t_ingest:.2f}x ingest "
+          "(target <= 0.25)")
+    print(f"MNE notch+filter_data  {t_floor:7.2f}")
+    print(f"filter stage           {t_filter:7.2f}  {t_filter / t_floor:.2f}x MNE "
+          "(target <= 1.2)")
+    print(f"training               {rate:7.0f} samples/s (cnn, CPU, {torch.get_num_threads()} "
+          "threads)")
+    print(f"machine: {os.cpu_count()} cores, {platform.machine()}, Python "
+          f"{platform.python_version()}, torch {torch.__version__}, mne {mne.__version__}")
+    extra = f" --subjects {args.subjects}" if args.subjects else ""
+    print(f"command: .venv/bin/python bench/throughput.py --repeat {args.repeat}{extra}")
+    shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()
