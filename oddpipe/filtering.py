@@ -138,3 +138,85 @@ def cut_epochs(data: np.ndarray, samples: np.ndarray, sfreq: float,
     if params.baseline:  # params guarantee tmin < 0
         epochs -= epochs[..., :min(-first, last - first) + 1].mean(axis=-1, keepdims=True)
     return epochs[..., ::params.decim].astype(np.float32), inside
+
+
+def assemble_split(parts: list[RecordingEpochs], split: str, n_ch: int, n_times: int,
+                   masks: dict[str, np.ndarray], out_dir: Path) -> pd.DataFrame:
+    """Concatenate one split's epochs into a memmap, one recording at a time."""
+    rows = [(p, p.table["split"].to_numpy() == split) for p in parts if p.part is not None]
+    n = int(sum(sel.sum() for _, sel in rows))
+    X = np.lib.format.open_memmap(out_dir / f"{split}_X.npy", mode="w+",
+                                  dtype=np.float32, shape=(n, n_ch, n_times))
+    M = np.zeros((n, n_ch), dtype=bool)
+    tables, start = [], 0
+    for p, sel in rows:
+        k = int(sel.sum())
+        if k:
+            X[start:start + k] = np.load(p.part, mmap_mode="r", allow_pickle=False)[sel]
+            M[start:start + k] = masks[p.recording]
+            tables.append(p.table[sel])
+            start += k
+    X.flush()
+    del X
+    np.save(out_dir / f"{split}_mask.npy", M)
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=EPOCH_COLUMNS)
+
+
+def drop_mask(channels: list[str], decision: dict) -> np.ndarray:
+    dropped = decision["drop_channels"] if decision["action"] == "drop_channels" else []
+    return np.isin(channels, dropped)
+
+
+def run_filter(recordings: pd.DataFrame, events: pd.DataFrame, decisions: dict[str, dict],
+               ingest_dir: Path, out_dir: Path, params: Filter,
+               runner: Runner = SERIAL) -> dict:
+    """Epoch every kept recording, then assemble train/val/test arrays and tables."""
+    keep = recordings[recordings["recording"].map(
+        lambda r: decisions[r]["action"] != "drop_recording")]
+    if keep.empty:
+        raise OddpipeError("every recording was dropped by the outliers stage; see "
+                           "reports/outliers.html and adjust the outliers thresholds")
+    channels, types = continuous.read_channels(ingest_dir)
+    masks = {r: drop_mask(channels, decisions[r]) for r in keep["recording"]}
+    parts_dir = out_dir / "parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(Continuous(ingest_dir / r.data, channels, types, float(r.sfreq)), r.recording, events[events["recording"] == r.recording],
+             decisions[r.recording]["line_freq"],
+             [c for c, m in zip(channels, masks[r.recording]) if m])
+            for r in keep.itertuples()]
+    work = partial(_epoch_job, params=params, parts_dir=parts_dir)
+    parts = map_recordings(work, jobs, runner)
+    done = [p for p in parts if p.part is not None]
+    if not done:
+        raise OddpipeError("no event survived epoching (windows run past the recording "
+                           "ends?); check filter.tmin / filter.tmax")
+    n_times = np.load(done[0].part, mmap_mode="r", allow_pickle=False).shape[2]
+    tables = {s: assemble_split(parts, s, len(channels), n_times, masks, out_dir) for s in SPLITS}
+    check_splits(tables, sorted(set(recordings["recording"]) - set(keep["recording"])))
+    for p in done:
+        p.part.unlink()
+    parts_dir.rmdir()
+    sfreq = float(keep["sfreq"].iloc[0]) / params.decim
+    info = {"channels": channels, "sfreq": sfreq, "tmin": params.tmin, "n_times": int(n_times),
+            "dropped_recordings": sorted(set(recordings["recording"]) - set(keep["recording"])),
+            "dropped_at_edges": {p.recording: p.n_dropped_at_edges for p in parts},
+            "dropped_nonfinite": {p.recording: p.n_dropped_nonfinite for p in parts},
+            "train_moments": {k: np.sum([p.moments[k] for p in done], axis=0).tolist()
+                              for k in done[0].moments}}
+    return {"info": info, "tables": tables}
+
+
+def check_splits(tables: dict[str, pd.DataFrame], dropped: list[str]) -> None:
+    """Every split still needs epochs of both classes after outlier removal."""
+    for split, table in tables.items():
+        if table.empty or table["y"].nunique() < 2:
+            what = "no epoch" if table.empty else f"one class only ({len(table)} epochs)"
+            raise OddpipeError(
+                f"the {split} split holds {what} after outlier removal (recordings dropped: "
+                f"{dropped or 'none'}); see reports/outliers.html, raise "
+                "outliers.max_bad_fraction or use outliers.action: drop_channel")
+
+
+def _epoch_job(job: tuple, params: Filter, parts_dir: Path) -> RecordingEpochs:
+    source, recording, events, line_freq, dropped = job
+    return epoch_recording(source, recording, events, line_freq, dropped, params, parts_dir)
