@@ -37,6 +37,7 @@ bench: install demo
 	$(BIN)/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	$(BIN)/python bench/outliers_quality.py
 	$(BIN)/python bench/stage_times.py
+	$(BIN)/python bench/throughput.py
 
 clean-demo:
 	rm -rf $(DEMO_DIR) $(DEMO_DONE) data/raw/demo_truth.json
