@@ -4,14 +4,19 @@ never a traceback, and one bad file never loses the others' work."""
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 
+import mne
+import numpy as np
 import pytest
-import yaml
 
 import stages.ingest
-from oddpipe.errors import ParamsError
+from oddpipe.errors import OddpipeError, ParamsError
+from oddpipe.ingest import run_ingest
 from oddpipe.params import parse_params
 from tests.conftest import default_params
+from tests.test_ingest import N_TIMES, NAMES, fif_dir, fif_params, stim_with, write_fif  # noqa: F401
 
 
 def problems(**changes) -> list[str]:
@@ -78,3 +83,143 @@ def test_ingest_sfreq_that_fits_the_filter_passes():
     raw = copy.deepcopy(default_params())
     raw["ingest"]["sfreq"] = 250.0
     parse_params(raw)
+
+
+# ---- ingest: files -------------------------------------------------------------------
+
+def ingest_report(raw_dir, tmp_path, **ingest):
+    """(recordings, report indexed by the path below raw_dir) of run_ingest under skip."""
+    recordings, _, report = run_ingest(fif_params(raw_dir, **ingest), tmp_path / "out")
+    report.index = [f.split(str(raw_dir) + "/", 1)[-1] for f in report["file"]]
+    return recordings, report
+
+
+def test_an_empty_file_says_it_is_empty(fif_dir, tmp_path):
+    (fif_dir / "sub-03").mkdir()
+    (fif_dir / "sub-03" / "sub-03_raw.fif").write_bytes(b"")
+    recordings, report = ingest_report(fif_dir, tmp_path)
+    assert len(recordings) == 2
+    assert "empty (0 bytes)" in report.loc["sub-03/sub-03_raw.fif", "reason"]
+
+
+def test_a_folder_or_broken_link_named_like_a_recording_is_reported(fif_dir, tmp_path):
+    (fif_dir / "sub-03" / "sub-03_raw.fif").mkdir(parents=True)
+    (fif_dir / "sub-04").mkdir()
+    (fif_dir / "sub-04" / "sub-04_raw.fif").symlink_to(tmp_path / "gone_raw.fif")
+    (fif_dir / "sub-01" / "notes").mkdir()  # a folder without the pattern's suffix: ignored
+    recordings, report = ingest_report(fif_dir, tmp_path)
+    assert len(recordings) == 2 and len(report) == 4
+    assert "a folder, not a recording file" in report.loc["sub-03/sub-03_raw.fif", "reason"]
+    reason = report.loc["sub-04/sub-04_raw.fif", "reason"]
+    assert "broken symbolic link" in reason and "gone_raw.fif" in reason
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_not_a_traceback(fif_dir, tmp_path):
+    good = fif_dir / "sub-01" / "sub-01_run-01_raw.fif"
+    bad = os.path.join(os.fsencode(fif_dir / "sub-03"), b"sub-03_run-\xff_raw.fif")
+    os.makedirs(os.path.dirname(bad))
+    shutil.copy(good, bad)
+    recordings, report = ingest_report(fif_dir, tmp_path)
+    assert len(recordings) == 2
+    row = report[report["status"] == "error"].iloc[0]
+    assert "not valid UTF-8" in row["reason"] and "\\xff" in row["file"]
+    report.to_csv(tmp_path / "r.tsv", sep="\t")  # writable as UTF-8
+
+
+def test_colliding_recording_names_skip_both_and_keep_the_others(fif_dir, tmp_path):
+    same = fif_dir / "sub-01" / "ses-b" / "sub-01_run-01_raw.fif"
+    same.parent.mkdir()
+    shutil.copy(fif_dir / "sub-01" / "sub-01_run-01_raw.fif", same)
+    write_fif(fif_dir / "sub-03" / "sub-03_run-01_raw.fif", NAMES,
+              np.random.default_rng(5).standard_normal((4, N_TIMES)) * 1e-5,
+              stim_with({0: 2, 500: 1}))
+    recordings, report = ingest_report(fif_dir, tmp_path)
+    assert sorted(recordings["recording"]) == ["sub-02_run-01_raw", "sub-03_run-01_raw"]
+    for rel in ("sub-01/sub-01_run-01_raw.fif", "sub-01/ses-b/sub-01_run-01_raw.fif"):
+        assert "recording name 'sub-01_run-01_raw'" in report.loc[rel, "reason"]
+    with pytest.raises(OddpipeError, match="ses-b/sub-01_run-01_raw.fif"):
+        run_ingest(fif_params(fif_dir, on_error="fail"), tmp_path / "fail")
+
+
+def test_a_missing_raw_dir_says_so(tmp_path):
+    with pytest.raises(OddpipeError, match="no such folder"):
+        run_ingest(fif_params(tmp_path / "nowhere"), tmp_path / "out")
+
+
+def test_a_missing_stim_channel_is_one_line_with_the_fix(fif_dir, tmp_path):
+    with pytest.raises(OddpipeError) as info:
+        run_ingest(fif_params(fif_dir, stim_channel="TRIG"), tmp_path / "out")
+    lines = str(info.value).splitlines()
+    assert len(lines) == 3 and all("no stim channel 'TRIG'" in ln for ln in lines[1:])
+    assert "ingest.stim_channel" in lines[1]
+
+
+@pytest.mark.parametrize("value, words", [(0.0, "flat"), (np.nan, "not finite")])
+def test_a_flat_or_non_finite_file_is_named_for_what_it_is(fif_dir, tmp_path, value, words):
+    write_fif(fif_dir / "sub-03" / "sub-03_raw.fif", NAMES, np.full((4, N_TIMES), value),
+              stim_with({0: 2, 500: 1}))
+    recordings, report = ingest_report(fif_dir, tmp_path)
+    assert len(recordings) == 2
+    assert words in report.loc["sub-03/sub-03_raw.fif", "reason"]
+
+
+# ---- ingest: events.tsv sidecars -----------------------------------------------------
+
+def tsv_dir(tmp_path, sidecar: str):
+    """Two recordings without a stim channel; sub-02's events.tsv is good, sub-01's given."""
+    rng = np.random.default_rng(6)
+    for sub in ("01", "02"):
+        path = tmp_path / "raw" / f"sub-{sub}" / f"sub-{sub}_run-01_raw.fif"
+        path.parent.mkdir(parents=True)
+        info = mne.create_info(NAMES, 250.0, "eeg")
+        mne.io.RawArray(rng.standard_normal((4, N_TIMES)) * 1e-5, info,
+                        verbose="error").save(path, verbose="error")
+        (path.parent / f"sub-{sub}_run-01_events.tsv").write_text(
+            "onset\tduration\ttrial_type\n1.0\t0\todd\n2.0\t0\tstd\n3.0\t0\tstd\n")
+    (tmp_path / "raw" / "sub-01" / "sub-01_run-01_events.tsv").write_text(sidecar)
+    return tmp_path / "raw"
+
+
+def tsv_ingest(tmp_path, sidecar: str):
+    raw_dir = tsv_dir(tmp_path, sidecar)
+    return ingest_report(raw_dir, tmp_path, event_source="tsv",
+                         events={"target": ["odd"], "nontarget": ["std"]})
+
+
+HEADER = "onset\tduration\ttrial_type\n"
+
+
+@pytest.mark.parametrize("rows, shown", [
+    ("1.0\t0\todd\nabc\t0\tstd\n", "'abc' on line 3"),
+    ("1.0\t0\todd\n\t0\tstd\n", "'' on line 3"),
+    ("1,0\t0\todd\n2.0\t0\tstd\n", "'1,0' on line 2"),
+    ("1.0\t0\todd\nnan\t0\tstd\n", "'nan' on line 3"),
+    ("1.0\t0\todd\ninf\t0\tstd\n", "'inf' on line 3"),
+])
+def test_an_onset_that_is_not_a_time_is_named_with_its_line(tmp_path, rows, shown):
+    recordings, report = tsv_ingest(tmp_path, HEADER + rows)
+    assert list(recordings["subject"]) == ["02"]
+    reason = report.loc["sub-01/sub-01_run-01_raw.fif", "reason"]
+    assert "sub-01_run-01_events.tsv" in reason and shown in reason and "n/a" in reason
+
+
+def test_an_empty_sidecar_is_named(tmp_path):
+    recordings, report = tsv_ingest(tmp_path, "")
+    assert list(recordings["subject"]) == ["02"]
+    reason = report.loc["sub-01/sub-01_run-01_raw.fif", "reason"]
+    assert "sub-01_run-01_events.tsv is empty" in reason
+
+
+def test_events_outside_the_recording_are_counted_and_left_out(tmp_path):
+    # 10 s recording: -5 s and 500 s lie outside; 1 s, 2 s and 3 s inside
+    recordings, report = tsv_ingest(
+        tmp_path, HEADER + "-5.0\t0\todd\n1.0\t0\todd\n2.0\t0\tstd\n3.0\t0\tstd\n500\t0\tstd\n")
+    row = report.loc["sub-01/sub-01_run-01_raw.fif"]
+    assert (row["status"], row["n_target"], row["n_nontarget"], row["n_outside"]) == (
+        "ok", 1, 2, 2)
+
+
+def test_events_all_outside_the_recording_suggest_the_unit(tmp_path):
+    recordings, report = tsv_ingest(tmp_path, HEADER + "1000\t0\todd\n2000\t0\tstd\n")
+    reason = report.loc["sub-01/sub-01_run-01_raw.fif", "reason"]
+    assert "all 2 lie outside the recording" in reason and "milliseconds" in reason
