@@ -4,18 +4,27 @@ never a traceback, and one bad file never loses the others' work."""
 from __future__ import annotations
 
 import copy
+import io
+import json
 import os
 import shutil
+from contextlib import redirect_stderr
+from pathlib import Path
 
 import mne
 import numpy as np
 import pytest
+import yaml
 
 import stages.ingest
+from oddpipe import continuous
 from oddpipe.errors import OddpipeError, ParamsError
 from oddpipe.ingest import run_ingest
 from oddpipe.params import parse_params
 from tests.conftest import default_params
+from tests.pipeline import STAGES, run_stages, working_dir
+from tests.test_filtering import SFREQ, make_recording
+from tests.test_filtering import run as run_epochs
 from tests.test_ingest import N_TIMES, NAMES, fif_dir, fif_params, stim_with, write_fif  # noqa: F401
 
 
@@ -223,3 +232,122 @@ def test_events_all_outside_the_recording_suggest_the_unit(tmp_path):
     recordings, report = tsv_ingest(tmp_path, HEADER + "1000\t0\todd\n2000\t0\tstd\n")
     reason = report.loc["sub-01/sub-01_run-01_raw.fif", "reason"]
     assert "all 2 lie outside the recording" in reason and "milliseconds" in reason
+
+
+# ---- filter --------------------------------------------------------------------------
+
+def test_a_nan_burst_the_scan_missed_costs_only_the_epochs_that_touch_it(tmp_path):
+    # 0.2 s of NaN in one kept channel: the filter used to spread it over the whole
+    # channel, and nearly every epoch of the recording was dropped as non-finite.
+    rec, events, _ = make_recording(tmp_path, n_events=40)
+    data = np.load(rec.path, allow_pickle=False)
+    burst = int(20.5 * SFREQ)
+    data[1, burst:burst + int(0.2 * SFREQ)] = np.nan
+    continuous.write_array(data, rec.path)
+    result, params = run_epochs(rec, events, tmp_path)
+    X = np.load(result.part, allow_pickle=False)
+    assert np.isfinite(X).all()
+    touching = ((events["sample"] + params.tmin * SFREQ <= burst + 0.2 * SFREQ)
+                & (events["sample"] + params.tmax * SFREQ >= burst)).sum()
+    assert 1 <= result.n_dropped_nonfinite == touching
+    assert len(X) == len(events) - touching
+
+
+def stage_dirs(tmp_path) -> tuple[Path, dict]:
+    """A working folder through the outliers stage on the small FIF set, and its params."""
+    raw_dir = tmp_path / "raw"
+    rng = np.random.default_rng(8)
+    pulses = {s: (2 if k % 4 == 0 else 1) for k, s in enumerate(range(250, 19500, 125))}
+    for sub in ("01", "02", "03"):
+        write_fif(raw_dir / f"sub-{sub}" / f"sub-{sub}_run-01_raw.fif", NAMES,
+                  rng.standard_normal((4, 20000)) * 1e-5, stim_long(pulses))
+    raw = copy.deepcopy(default_params())
+    raw["ingest"].update(raw_dir=str(raw_dir), pattern="**/*_raw.fif", event_source="stim",
+                         stim_channel="STI", events={"target": [2], "nontarget": [1]})
+    raw["outliers"]["segment_s"] = 2.0
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "params.yaml").write_text(yaml.safe_dump(raw))
+    codes = run_stages(work, work / "params.yaml", ("ingest", "sample", "outliers"))
+    assert set(codes.values()) == {0}, codes
+    return work, raw
+
+
+def stim_long(pulses: dict[int, int], n_times: int = 20000) -> np.ndarray:
+    stim = np.zeros(n_times)
+    for start, code in pulses.items():
+        stim[start:start + 3] = code
+    return stim
+
+
+@pytest.fixture(scope="module")
+def stage_work(tmp_path_factory):
+    return stage_dirs(tmp_path_factory.mktemp("stages"))
+
+
+def rerun(stage_work, tmp_path, stage, change=None, params=None) -> tuple[int, str]:
+    """Run one stage in a copy of the prepared folder, after change(folder)."""
+    work = tmp_path / "copy"
+    shutil.copytree(stage_work[0], work)
+    if change:
+        change(work)
+    if params:
+        raw = copy.deepcopy(stage_work[1])
+        for section, values in params.items():
+            raw[section].update(values)
+        (work / "params.yaml").write_text(yaml.safe_dump(raw))
+    with working_dir(work), redirect_stderr(io.StringIO()) as err:
+        code = STAGES[stage].main(["--params", "params.yaml"])
+    return code, err.getvalue()
+
+
+def test_an_epoch_window_longer_than_every_recording_fails_at_once(stage_work, tmp_path):
+    code, err = rerun(stage_work, tmp_path, "filter", params={"filter": {"tmax": 1e6}})
+    assert code == 1 and "Traceback" not in err
+    assert "filter.tmin / filter.tmax" in err and "80" in err
+
+
+def test_outliers_json_older_than_the_ingest_output_is_named(stage_work, tmp_path):
+    def forget_one(work):
+        path = work / "data/outliers/outliers.json"
+        decisions = json.loads(path.read_text())
+        decisions["recordings"].pop("sub-01_run-01_raw")
+        path.write_text(json.dumps(decisions))
+    code, err = rerun(stage_work, tmp_path, "filter", forget_one)
+    assert code == 1 and "Traceback" not in err
+    assert "sub-01_run-01_raw" in err and "dvc repro outliers" in err
+
+
+def corrupt(relpath: str, content: bytes):
+    def change(work):
+        path = work / relpath
+        target = sorted(path.parent.glob(path.name))[0]
+        target.write_bytes(content if content else target.read_bytes()[:200])
+    return change
+
+
+@pytest.mark.parametrize("stage, relpath, content, fix", [
+    ("outliers", "data/ingest/sub-01*.npy", b"", "dvc repro ingest"),         # truncated
+    ("filter", "data/ingest/sub-01*.npy", b"\x93NUMPY junk", "dvc repro ingest"),
+    ("outliers_report", "data/outliers/evidence.npz", b"junk", "dvc repro outliers"),
+    ("outliers_report", "data/outliers/outliers.json", b"{", "dvc repro outliers"),
+    ("filter", "data/outliers/outliers.json", b"{", "dvc repro outliers"),
+])
+def test_a_corrupt_stage_output_names_the_file_and_the_stage_to_rerun(
+        stage_work, tmp_path, stage, relpath, content, fix):
+    code, err = rerun(stage_work, tmp_path, stage, corrupt(relpath, content))
+    assert code == 1 and "Traceback" not in err, err
+    assert relpath.split("/")[-1].split("*")[0] in err and fix in err, err
+
+
+def test_a_pickled_npy_is_refused(stage_work, tmp_path):
+    def pickled(work):
+        path = sorted((work / "data/ingest").glob("sub-01*.npy"))[0]
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    code, err = rerun(stage_work, tmp_path, "filter", pickled)
+    assert code == 1 and "Traceback" not in err and "dvc repro ingest" in err, err
+
+
+def test_the_report_without_any_flag_still_renders(stage_work, tmp_path):
+    code, err = rerun(stage_work, tmp_path, "outliers_report")
+    assert code == 0, err
