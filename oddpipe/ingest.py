@@ -180,13 +180,17 @@ def tsv_code_column(table: pd.DataFrame, column: str, name: str) -> str:
 def read_sidecar(sidecar: Path) -> pd.DataFrame:
     """An events.tsv as text cells; an empty or unparsable one is named."""
     try:
-        return pd.read_csv(sidecar, sep="\t", dtype=str, keep_default_na=False)
+        table = pd.read_csv(sidecar, sep="\t", dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise OddpipeError(f"{sidecar.name} is empty; write its events (onset, trial_type) "
                            "or remove it") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise OddpipeError(f"{sidecar.name} is not a readable UTF-8 TSV ({first_line(exc)}); "
                            "fix the file") from None
+    if not isinstance(table.index, pd.RangeIndex):  # pandas made the extra fields an index
+        raise OddpipeError(f"{sidecar.name}: some lines have more fields than its header; "
+                           "fix the file (one tab-separated field per column)")
+    return table
 
 
 def tsv_onsets(table: pd.DataFrame, sidecar: Path) -> np.ndarray:

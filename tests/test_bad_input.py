@@ -212,6 +212,13 @@ def test_an_onset_that_is_not_a_time_is_named_with_its_line(tmp_path, rows, show
     assert "sub-01_run-01_events.tsv" in reason and shown in reason and "n/a" in reason
 
 
+def test_a_sidecar_with_more_fields_than_its_header_is_named(tmp_path):
+    recordings, report = tsv_ingest(tmp_path, HEADER + "1.0\t0\todd\tx\ty\n2.0\t0\tstd\n")
+    assert list(recordings["subject"]) == ["02"]
+    reason = report.loc["sub-01/sub-01_run-01_raw.fif", "reason"]
+    assert "sub-01_run-01_events.tsv: some lines have more fields than its header" in reason
+
+
 def test_an_empty_sidecar_is_named(tmp_path):
     recordings, report = tsv_ingest(tmp_path, "")
     assert list(recordings["subject"]) == ["02"]
