@@ -69,7 +69,8 @@ def listed(path: Path) -> bool:
 
 def list_files(raw_dir: Path, pattern: str) -> list[Path]:
     if not Path(raw_dir).is_dir():
-        raise OddpipeError(f"{raw_dir}: no such folder; point ingest.raw_dir at your recordings")
+        what = "a file, not a folder" if Path(raw_dir).exists() else "no such folder"
+        raise OddpipeError(f"{raw_dir}: {what}; point ingest.raw_dir at your recordings")
     files = sorted(p for p in Path(raw_dir).glob(pattern) if listed(p))
     if not files:
         raise OddpipeError(

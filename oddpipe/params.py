@@ -79,7 +79,8 @@ class Ingest(Section):
     layout: Literal["files", "bids"] = "files"  # bids: raw_dir is a BIDS root (mne-bids)
     pattern: str = "**/*.edf"  # files layout only
     path_regex: str = r"sub-(?P<subject>[A-Za-z0-9]+)"  # files layout only
-    ch_types: list[Literal["eeg", "seeg", "ecog", "dbs"]] = ["eeg", "seeg", "ecog"]
+    ch_types: list[Literal["eeg", "seeg", "ecog", "dbs"]] = Field(["eeg", "seeg", "ecog"],
+                                                                  min_length=1)
     channels: Literal["common"] | list[str] = "common"  # or exactly these names, in order
     # glob (fnmatch on the path below raw_dir, first match wins) -> reader keywords
     reader_options: dict[str, dict[str, ReaderScalar]] = {}

@@ -73,6 +73,11 @@ def test_pattern_must_be_a_non_empty_glob_below_raw_dir(pattern):
     assert len(found) == 1 and "pattern" in found[0], found
 
 
+def test_no_channel_type_is_a_problem():
+    found = problems(ingest={"ch_types": []})
+    assert len(found) == 1 and "ingest.ch_types" in found[0], found
+
+
 def test_blank_channel_names_are_a_problem():
     found = problems(ingest={"channels": [" ", "Cz"]})
     assert len(found) == 1 and "ingest.channels" in found[0], found
@@ -153,6 +158,9 @@ def test_colliding_recording_names_skip_both_and_keep_the_others(fif_dir, tmp_pa
 def test_a_missing_raw_dir_says_so(tmp_path):
     with pytest.raises(OddpipeError, match="no such folder"):
         run_ingest(fif_params(tmp_path / "nowhere"), tmp_path / "out")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OddpipeError, match="a file, not a folder"):
+        run_ingest(fif_params(tmp_path / "file"), tmp_path / "out")
 
 
 def test_a_missing_stim_channel_is_one_line_with_the_fix(fif_dir, tmp_path):
