@@ -645,7 +645,8 @@ def report_rows(scans: list[FileScan], wanted: str | list[str] = "common") -> pd
     differ from the chosen set), rate, duration, a sidecar's line frequency."""
     chosen = chosen_channels(scans, wanted)
     rows = [{
-        "file": shown(s.path), "recording": shown(s.recording), "status": "error" if s.error else "ok",
+        "file": shown(s.path), "recording": shown(s.recording),
+        "status": "error" if s.error else "ok",
         "reason": s.error or "", "event_source": s.event_source,
         "n_target": int((s.events["y"] == 1).sum()), "n_nontarget": int((s.events["y"] == 0).sum()),
         "n_unmapped": s.n_unmapped,

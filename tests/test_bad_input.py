@@ -25,7 +25,8 @@ from tests.conftest import default_params
 from tests.pipeline import STAGES, run_stages, working_dir
 from tests.test_filtering import SFREQ, make_recording
 from tests.test_filtering import run as run_epochs
-from tests.test_ingest import N_TIMES, NAMES, fif_dir, fif_params, stim_with, write_fif  # noqa: F401
+from tests.test_ingest import fif_dir  # noqa: F401 (a fixture)
+from tests.test_ingest import N_TIMES, NAMES, fif_params, stim_with, write_fif
 
 
 def problems(**changes) -> list[str]:
