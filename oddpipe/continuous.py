@@ -59,7 +59,11 @@ def write_array(data: np.ndarray, path: Path) -> int:
 
 def open_data(path: Path) -> np.ndarray:
     """The (channels, times) float32 array of one recording, memory-mapped, read-only."""
-    data = np.load(path, mmap_mode="r", allow_pickle=False)
+    try:
+        data = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:  # truncated, not .npy, or Python objects (never unpickled)
+        raise OddpipeError(f"{path}: not a readable (channels, times) array ({exc}); rerun "
+                           "the ingest stage (dvc repro ingest)") from None
     if data.ndim != 2 or data.dtype != np.float32:
         raise OddpipeError(f"{path}: expected a (channels, times) float32 array, found "
                            f"{data.dtype} {data.shape}; rerun the ingest stage")

@@ -95,12 +95,35 @@ class Continuous:
     sfreq: float
 
 
+def bridge_gaps(data: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """Interpolate the non-finite samples of the kept channels in place, and return where
+    they were (any kept channel, per sample). A filter spreads one NaN over the whole
+    channel, so a short burst the outliers scan missed would cost every epoch."""
+    bad = ~np.isfinite(data)
+    bad[~kept] = False  # flagged channels stay as they are: they are zeroed after epoching
+    index = np.arange(data.shape[1])
+    for ch in np.flatnonzero(bad.any(axis=1)):
+        good = ~bad[ch]
+        data[ch, ~good] = (np.interp(index[~good], index[good], data[ch, good])
+                           if good.any() else 0.0)
+    return bad.any(axis=0)
+
+
+def touches(gaps: np.ndarray, samples: np.ndarray, params: Filter, sfreq: float) -> np.ndarray:
+    """Per event: does its epoch window hold a sample that was not finite?"""
+    before = np.concatenate([[0], np.cumsum(gaps)])
+    start = np.clip(samples + int(np.floor(params.tmin * sfreq)), 0, len(gaps))
+    stop = np.clip(samples + int(np.ceil(params.tmax * sfreq)) + 1, 0, len(gaps))
+    return before[stop] > before[start]
+
+
 def epoch_recording(source: Continuous, recording: str, events: pd.DataFrame,
                     line_freq: float | None, drop_channels: list[str], params: Filter,
                     parts_dir: Path) -> RecordingEpochs:
     """Filter one continuous recording and cut its labelled events into epochs."""
-    raw = continuous.to_raw(continuous.open_data(source.path), source.channels, source.types,
-                            source.sfreq)
+    data = np.array(continuous.open_data(source.path), dtype=np.float64)  # a copy to edit
+    gaps = bridge_gaps(data, ~np.isin(source.channels, drop_channels))
+    raw = continuous.to_raw(data, source.channels, source.types, source.sfreq)
     check_rates(params, raw.info["sfreq"])
     # Flagged channels are filtered too (unless non-finite), so the normalize stage can say
     # how much they would have inflated the scale; then they are zeroed and masked.
@@ -114,7 +137,9 @@ def epoch_recording(source: Continuous, recording: str, events: pd.DataFrame,
     mask = np.isin(raw.ch_names, drop_channels)
     moments = train_moments(data[(table["split"] == "train").to_numpy()], mask)
     data[:, mask, :] = 0.0
-    finite = np.isfinite(data).all(axis=(1, 2))  # a NaN burst the scan missed stops here
+    # a NaN burst the scan missed: bridged for the filter, its epochs dropped here
+    finite = np.isfinite(data).all(axis=(1, 2)) & ~touches(
+        gaps, events["sample"].to_numpy()[inside], params, raw.info["sfreq"])
     if not finite.all():
         data, table = data[finite], table[finite].reset_index(drop=True)
     n_nonfinite = int((~finite).sum())
@@ -171,6 +196,7 @@ def run_filter(recordings: pd.DataFrame, events: pd.DataFrame, decisions: dict[s
                ingest_dir: Path, out_dir: Path, params: Filter,
                runner: Runner = SERIAL) -> dict:
     """Epoch every kept recording, then assemble train/val/test arrays and tables."""
+    check_inputs(recordings, decisions, params)
     keep = recordings[recordings["recording"].map(
         lambda r: decisions[r]["action"] != "drop_recording")]
     if keep.empty:
@@ -204,6 +230,20 @@ def run_filter(recordings: pd.DataFrame, events: pd.DataFrame, decisions: dict[s
             "train_moments": {k: np.sum([p.moments[k] for p in done], axis=0).tolist()
                               for k in done[0].moments}}
     return {"info": info, "tables": tables}
+
+
+def check_inputs(recordings: pd.DataFrame, decisions: dict[str, dict], params: Filter) -> None:
+    """Before any work: a decision for every recording, and a window that fits in one
+    (MNE spends minutes and gigabytes on a window no recording holds)."""
+    missing = sorted(set(recordings["recording"]) - set(decisions))
+    if missing:
+        raise OddpipeError(f"outliers.json has no decision for {', '.join(missing)}: it is "
+                           "older than the ingest output; rerun it (dvc repro outliers)")
+    longest = float(recordings["duration_s"].max())
+    if params.tmax - params.tmin >= longest:
+        raise OddpipeError(f"the epoch window filter.tmin / filter.tmax ({params.tmin} to "
+                           f"{params.tmax} s) is longer than every recording (longest "
+                           f"{longest:g} s); shorten it")
 
 
 def check_splits(tables: dict[str, pd.DataFrame], dropped: list[str]) -> None:

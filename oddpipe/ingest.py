@@ -63,8 +63,18 @@ def normalize_channel_name(name: str) -> str:
     return re.sub(r"[-_]REF$", "", name, flags=re.IGNORECASE).strip()
 
 
+def listed(path: Path) -> bool:
+    """A match to ingest: a file, and what a person would take for one (a folder with a
+    suffix, a broken link), so its row says why it cannot be read instead of it vanishing."""
+    return path.is_file() or (path.is_dir() and bool(path.suffix)) or (
+        path.is_symlink() and not path.exists())
+
+
 def list_files(raw_dir: Path, pattern: str) -> list[Path]:
-    files = sorted(p for p in Path(raw_dir).glob(pattern) if p.is_file())
+    if not Path(raw_dir).is_dir():
+        what = "a file, not a folder" if Path(raw_dir).exists() else "no such folder"
+        raise OddpipeError(f"{raw_dir}: {what}; point ingest.raw_dir at your recordings")
+    files = sorted(p for p in Path(raw_dir).glob(pattern) if listed(p))
     if not files:
         raise OddpipeError(
             f"{raw_dir}: no files match ingest.pattern '{pattern}'; "
@@ -171,9 +181,38 @@ def tsv_code_column(table: pd.DataFrame, column: str, name: str) -> str:
                        "ingest.tsv_column to the column that holds them")
 
 
+def read_sidecar(sidecar: Path) -> pd.DataFrame:
+    """An events.tsv as text cells; an empty or unparsable one is named."""
+    try:
+        table = pd.read_csv(sidecar, sep="\t", dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise OddpipeError(f"{sidecar.name} is empty; write its events (onset, trial_type) "
+                           "or remove it") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise OddpipeError(f"{sidecar.name} is not a readable UTF-8 TSV ({first_line(exc)}); "
+                           "fix the file") from None
+    if not isinstance(table.index, pd.RangeIndex):  # pandas made the extra fields an index
+        raise OddpipeError(f"{sidecar.name}: some lines have more fields than its header; "
+                           "fix the file (one tab-separated field per column)")
+    return table
+
+
+def tsv_onsets(table: pd.DataFrame, sidecar: Path) -> np.ndarray:
+    """Onsets in seconds; text, an empty cell, nan or inf is named with its line
+    (cast as it was, a non-finite onset became a garbage sample number)."""
+    onsets = pd.to_numeric(table["onset"], errors="coerce").to_numpy(dtype=float)
+    bad = np.flatnonzero(~np.isfinite(onsets))
+    if len(bad):
+        line = table.index[bad[0]] + 2  # line 1 is the header
+        raise OddpipeError(f"{sidecar.name}: onset {table['onset'].iat[bad[0]]!r} on line "
+                           f"{line} is not a time in seconds ({len(bad)} such); write a "
+                           "number, or n/a for an event without a time")
+    return onsets
+
+
 def _tsv_events(raw: mne.io.BaseRaw, path: Path, column: str) -> tuple[np.ndarray, list[str]]:
     sidecar = events_sidecar(path)
-    table = pd.read_csv(sidecar, sep="\t", dtype=str, keep_default_na=False)
+    table = read_sidecar(sidecar)
     if "onset" not in table:
         raise OddpipeError(f"{sidecar.name} has no 'onset' column; it is not an events.tsv")
     col = tsv_code_column(table, column, sidecar.name)
@@ -181,7 +220,7 @@ def _tsv_events(raw: mne.io.BaseRaw, path: Path, column: str) -> tuple[np.ndarra
     if "sample" in table and table["sample"].str.isdigit().all():
         samples = table["sample"].astype(int).to_numpy()
     else:
-        samples = np.round(table["onset"].astype(float).to_numpy() * raw.info["sfreq"]).astype(int)
+        samples = np.round(tsv_onsets(table, sidecar) * raw.info["sfreq"]).astype(int)
     return samples, list(table[col])
 
 
@@ -198,6 +237,10 @@ def read_events(raw: mne.io.BaseRaw, params: Ingest,
     if params.event_source == "tsv" or (params.event_source == "auto" and bids_tsv):
         samples, codes = _tsv_events(raw, path, params.tsv_column)
         return samples, codes, "tsv"
+    if params.stim_channel is not None and params.stim_channel not in raw.ch_names:
+        raise OddpipeError(f"has no stim channel '{params.stim_channel}' (it has "
+                           f"{', '.join(raw.ch_names)}); fix ingest.stim_channel or set it "
+                           "to null (found by type)")
     has_stim = params.stim_channel is not None or bool(
         mne.pick_types(raw.info, stim=True, exclude=[]).size
     )
@@ -216,6 +259,7 @@ class EventCounts:
     unmapped: int = 0    # codes in no class: counted, ignored
     duplicates: int = 0  # the same code twice at one sample: collapsed
     conflicts: int = 0   # a target and a non-target at one sample: both left out
+    outside: int = 0     # before the first or after the last sample: left out
 
 
 def label_events(samples: np.ndarray, codes: list[str], sfreq: float,
@@ -342,7 +386,9 @@ def typical_rms(raw: mne.io.BaseRaw, picks: list[str], n_segments: int = 10) -> 
     seg = min(int(raw.info["sfreq"]), raw.n_times)
     starts = np.linspace(0, raw.n_times - seg, n_segments).astype(int)
     data = np.stack([raw.get_data(picks=picks, start=s, stop=s + seg) for s in starts])
-    return float(np.nanmedian(np.nanmedian(data.std(axis=-1), axis=0)))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN channels: judged below
+        return float(np.nanmedian(np.nanmedian(data.std(axis=-1), axis=0)))
 
 
 def check_amplitude(raw: mne.io.BaseRaw, channels: dict[str, str], params: Ingest) -> str | None:
@@ -351,6 +397,12 @@ def check_amplitude(raw: mne.io.BaseRaw, channels: dict[str, str], params: Inges
     low, high = params.plausible_rms_v
     if low <= rms <= high:
         return None
+    if not np.isfinite(rms):
+        return ("samples are not finite (NaN or inf) in most channels; check the export, "
+                "or leave this file out")
+    if rms == 0:
+        return ("most channels are flat (typical channel RMS 0 V): no signal was recorded or "
+                "exported; check the file, or leave it out")
     return (f"implausible amplitude: typical channel RMS {rms:.3g} V, expected {low:g}-{high:g} V "
             "for EEG/iEEG; check the file's units or gain (it is not rescaled), or widen "
             "ingest.plausible_rms_v")
@@ -361,7 +413,12 @@ def _fill_scan(scan: FileScan, raw: mne.io.BaseRaw, params: Ingest) -> None:
     found = data_channels(raw, params.ch_types)
     scan.available = list(found)
     samples, codes, scan.event_source = read_events(raw, params, scan.path)
+    samples, codes, outside = within(samples, codes, scan.n_times)
     scan.events, scan.counts = label_events(samples, codes, scan.sfreq, params)
+    scan.counts.outside = outside
+    if outside:
+        log.warning("%s: %d events outside the recording (0-%.1f s) left out",
+                    path_label(scan), outside, scan.n_times / scan.sfreq)
     scan.n_unmapped = scan.counts.unmapped
     if scan.counts.duplicates or scan.counts.conflicts:
         log.warning("%s: %d duplicate events collapsed, %d events at a sample holding both "
@@ -374,12 +431,25 @@ def _fill_scan(scan: FileScan, raw: mne.io.BaseRaw, params: Ingest) -> None:
     scan.channels = select_channels(found, params.channels)
     if error := check_amplitude(raw, scan.channels, params):
         scan.error = error
+    elif scan.events.empty and outside and not codes:
+        scan.error = (f"no usable events: all {outside} lie outside the recording (0-"
+                      f"{scan.n_times / scan.sfreq:.1f} s); are the onsets in milliseconds, "
+                      "or the events of another file?")
     elif scan.events.empty:
         scan.error = (f"no usable events (source: {scan.event_source}, {len(codes)} found"
                       f"{': ' + describe_codes(codes) if codes else ''}; none mapped); "
                       "check ingest.events and ingest.event_source")
     elif scan.events["y"].nunique() < 2:
         scan.error = one_class_reason(scan.events, codes)
+
+
+def within(samples: np.ndarray, codes: list[str],
+           n_times: int) -> tuple[np.ndarray, list[str], int]:
+    """The events inside the recording, and how many were not (a sidecar's onsets may be
+    in the wrong unit or belong to another file; an epoch cannot be cut there)."""
+    samples = np.asarray(samples, dtype=int)
+    inside = (samples >= 0) & (samples < n_times)
+    return samples[inside], [c for c, k in zip(codes, inside) if k], int((~inside).sum())
 
 
 def describe_types(raw: mne.io.BaseRaw) -> str:
@@ -401,6 +471,29 @@ def path_label(scan: FileScan) -> str:
     return str(scan.path)
 
 
+FOLDER_FORMATS = {".ds", ".mff"}  # recordings MNE reads as a folder (CTF, EGI)
+
+
+def file_problem(path: Path) -> str | None:
+    """What makes a listed path no recording before MNE tries it (MNE's own message
+    for these is an unrelated AttributeError, or none at all)."""
+    if not path.exists():
+        return f"a broken symbolic link (to {shown(path.readlink())}); fix or remove it"
+    if path.is_dir() and path.suffix.lower() not in FOLDER_FORMATS:
+        return "a folder, not a recording file; move it out or narrow ingest.pattern"
+    if not shown(path.name) == path.name:
+        return ("its name is not valid UTF-8 (the recording name goes into UTF-8 tables); "
+                "rename the file")
+    if path.is_file() and path.stat().st_size == 0:
+        return "the file is empty (0 bytes); copy it again from the source"
+    return None
+
+
+def shown(path: Path | str) -> str:
+    """A path as UTF-8 text: undecodable bytes of a file name shown as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def scan_file(path: Path, raw_dir: Path, params: Ingest, part: Path | None = None) -> FileScan:
     """The one pass over one file: entities, header, channels and labelled events, then,
     when it is usable and a part path is given, its kept channels copied there while the
@@ -411,6 +504,9 @@ def scan_file(path: Path, raw_dir: Path, params: Ingest, part: Path | None = Non
     rel = path.relative_to(raw_dir).as_posix()
     scan = FileScan(path=path, recording=path.stem,
                     reader_options=reader_options_for(rel, params.reader_options))
+    if problem := file_problem(path):
+        scan.error = problem
+        return scan
     try:
         raw = open_scan(scan, rel, raw_dir, params)
     except OddpipeError as exc:
@@ -533,13 +629,18 @@ def discard_parts(scans: list[FileScan]) -> None:
             s.part.unlink(missing_ok=True)
 
 
-def check_unique(scans: list[FileScan]) -> None:
-    seen: dict[str, Path] = {}
+def mark_duplicate_names(scans: list[FileScan]) -> None:
+    """Files that give one recording name (same stem, other folder) are each an error, so
+    ingest.on_error decides and the other files are kept under skip."""
+    groups: dict[str, list[FileScan]] = {}
     for s in scans:
-        if s.recording in seen:
-            raise OddpipeError(f"two files give the recording name '{s.recording}': "
-                               f"{seen[s.recording]} and {s.path}; rename one of them")
-        seen[s.recording] = s.path
+        if not s.error:
+            groups.setdefault(s.recording, []).append(s)
+    for name, group in groups.items():
+        for s in group if len(group) > 1 else []:
+            others = ", ".join(shown(o.path) for o in group if o is not s)
+            s.error = (f"gives the recording name '{name}' as {others} does; rename one "
+                       "of them (recording names are file names without their extension)")
 
 
 def chosen_channels(scans: list[FileScan], wanted: str | list[str]) -> list[str]:
@@ -563,12 +664,14 @@ def report_rows(scans: list[FileScan], wanted: str | list[str] = "common") -> pd
     differ from the chosen set), rate, duration, a sidecar's line frequency."""
     chosen = chosen_channels(scans, wanted)
     rows = [{
-        "file": str(s.path), "recording": s.recording, "status": "error" if s.error else "ok",
+        "file": shown(s.path), "recording": shown(s.recording),
+        "status": "error" if s.error else "ok",
         "reason": s.error or "", "event_source": s.event_source,
         "n_target": int((s.events["y"] == 1).sum()), "n_nontarget": int((s.events["y"] == 0).sum()),
         "n_unmapped": s.n_unmapped,
         "n_duplicates": s.counts.duplicates if s.counts else 0,
         "n_conflicts": s.counts.conflicts if s.counts else 0,
+        "n_outside": s.counts.outside if s.counts else 0,
         "n_channels": len(s.channels), **channel_differences(s, chosen), "sfreq": s.sfreq,
         "duration_s": s.n_times / s.sfreq if s.sfreq else 0.0, "line_freq": s.line_freq,
     } for s in scans]
@@ -580,11 +683,11 @@ def usable_scans(scans: list[FileScan], on_error: str) -> list[FileScan]:
     bad = [s for s in scans if s.error]
     if bad and on_error == "fail":
         raise OddpipeError("unusable input (ingest.on_error: fail):\n" +
-                           "\n".join(f"  {s.path}: {s.error}" for s in bad))
+                           "\n".join(f"  {shown(s.path)}: {s.error}" for s in bad))
     good = [s for s in scans if not s.error]
     if not good:
         raise OddpipeError("no usable recording:\n" +
-                           "\n".join(f"  {s.path}: {s.error}" for s in bad))
+                           "\n".join(f"  {shown(s.path)}: {s.error}" for s in bad))
     return good
 
 
@@ -632,6 +735,7 @@ def run_ingest(params: Ingest, out_dir: Path, runner: Runner = SERIAL,
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(f, out_dir / f".part-{i:06d}.npy") for i, f in enumerate(files)]
     scans = map_recordings(partial(_scan_job, raw_dir=raw_dir, params=params), jobs, runner)
+    mark_duplicate_names(scans)
     report = report_rows(scans, params.channels)
     if report_path is not None:
         write_tsv(report_path, report)
@@ -654,7 +758,6 @@ def choose(scans: list[FileScan], params: Ingest) -> tuple[list[FileScan], list[
     """The usable recordings (on_error policy), at one rate, and the channels they share."""
     good = usable_scans(scans, params.on_error)
     check_targets(good, params)
-    check_unique(good)
     sfreq = check_rates(good, params.sfreq)
     for scan in good:
         retime(scan, sfreq)

@@ -9,6 +9,8 @@ from typing import Any
 
 import pandas as pd
 
+from oddpipe.errors import OddpipeError
+
 
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (temp file, then rename); NaN or inf is an error."""
@@ -23,7 +25,14 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """A stage's JSON output; a broken one names the file and the stage to rerun."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        stage = Path(path).parent.name  # data/<stage>/... and metrics/<stage>.json
+        stage = Path(path).stem if stage == "metrics" else stage
+        raise OddpipeError(f"{path}: not valid JSON ({exc}); rerun the stage that wrote it "
+                           f"(dvc repro {stage})") from None
 
 
 def write_tsv(path: Path, table: pd.DataFrame) -> None:

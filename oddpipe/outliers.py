@@ -8,6 +8,7 @@ electrode.
 from __future__ import annotations
 
 import logging
+import zipfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -413,8 +414,12 @@ def save_evidence(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def load_evidence(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as npz:
-        return {key: npz[key] for key in npz.files}
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except (ValueError, zipfile.BadZipFile) as exc:  # not an .npz, or pickled objects
+        raise OddpipeError(f"{path}: not a readable evidence file ({exc}); rerun the outliers "
+                           "stage (dvc repro outliers)") from None
 
 
 def summary_metrics(result: OutlierResult, events: pd.DataFrame) -> dict:

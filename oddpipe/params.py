@@ -18,7 +18,8 @@ from oddpipe.errors import ParamsError
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # nan passes every bound (nan <= x is False both ways) and inf is no setting: refuse both
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Execution(Section):
@@ -82,7 +83,8 @@ class Ingest(Section):
     layout: Literal["files", "bids"] = "files"  # bids: raw_dir is a BIDS root (mne-bids)
     pattern: str = "**/*.edf"  # files layout only
     path_regex: str = r"sub-(?P<subject>[A-Za-z0-9]+)"  # files layout only
-    ch_types: list[Literal["eeg", "seeg", "ecog", "dbs"]] = ["eeg", "seeg", "ecog"]
+    ch_types: list[Literal["eeg", "seeg", "ecog", "dbs"]] = Field(["eeg", "seeg", "ecog"],
+                                                                  min_length=1)
     channels: Literal["common"] | list[str] = "common"  # or exactly these names, in order
     # glob (fnmatch on the path below raw_dir, first match wins) -> reader keywords
     reader_options: dict[str, dict[str, ReaderScalar]] = {}
@@ -95,6 +97,31 @@ class Ingest(Section):
     plausible_rms_v: tuple[float, float] = (1e-7, 1e-2)  # typical channel RMS, volts
     line_freq: float | Literal["auto"] = 60.0  # auto: 50 or 60 Hz per recording, or none
     on_error: Literal["fail", "skip"] = "skip"
+
+    @model_validator(mode="after")
+    def _rms_range(self) -> "Ingest":
+        low, high = self.plausible_rms_v
+        if not 0 < low < high:
+            raise ValueError(f"plausible_rms_v must be [low, high] volts with 0 < low < high, "
+                             f"got {list(self.plausible_rms_v)}")
+        return self
+
+    @field_validator("line_freq")
+    @classmethod
+    def _line_freq(cls, value: float | str) -> float | str:
+        # 0 or below would silently turn the line-noise check and the notch off
+        if value != "auto" and value <= 0:
+            raise ValueError(f"{value} Hz is no line frequency; use 50, 60 or auto")
+        return value
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        # pathlib refuses an empty or absolute glob with a traceback; '..' leaves raw_dir
+        if not value or value.startswith("/") or ".." in Path(value).parts:
+            raise ValueError(f"'{value}' must be a non-empty glob below raw_dir, "
+                             "e.g. '**/*.edf'")
+        return value
 
     @model_validator(mode="after")
     def _regex(self) -> "Ingest":
@@ -119,6 +146,8 @@ class Ingest(Section):
         if isinstance(value, list):
             if not value:
                 raise ValueError("an empty list keeps nothing; list names or use common")
+            if any(isinstance(n, str) and not n.strip() for n in value):
+                raise ValueError(f"{value} holds a blank name; list channel names")
             twice = sorted({str(n) for n in value if value.count(n) > 1})
             if twice:
                 raise ValueError(f"{twice} listed more than once")
@@ -216,6 +245,22 @@ class Params(Section):
     train: Train = Train()
     evaluate: Evaluate = Evaluate()
 
+    @model_validator(mode="after")
+    def _ingest_rate(self) -> "Params":
+        """A set ingest.sfreq is known now: check the filter against it before any work."""
+        sfreq, f = self.ingest.sfreq, self.filter
+        if sfreq is None:
+            return self  # the files' own rate: the filter stage checks it
+        if f.l_freq is not None and f.l_freq >= sfreq / 2:
+            raise ValueError(f"filter.l_freq ({f.l_freq} Hz) is at or above the Nyquist "
+                             f"frequency of ingest.sfreq ({sfreq} Hz); lower l_freq")
+        if f.h_freq is not None and f.h_freq >= sfreq / f.decim / 2:
+            raise ValueError(f"filter.h_freq ({f.h_freq} Hz) is at or above the Nyquist "
+                             f"frequency after decimation ({sfreq / f.decim / 2} Hz at "
+                             f"ingest.sfreq {sfreq} Hz / decim {f.decim}); raise ingest.sfreq, "
+                             "lower h_freq or filter.decim")
+        return self
+
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     """Field names valid at the location of an unknown key, for 'did you mean'."""
@@ -238,7 +283,8 @@ def _describe(err: dict[str, Any]) -> str:
     if err["type"] == "missing":
         return f"params.yaml: missing required key '{where}'"
     if err["type"] == "value_error":  # a cross-field rule: the message says it all
-        return f"params.yaml: {where}: {err['msg'].removeprefix('Value error, ')}"
+        msg = err["msg"].removeprefix("Value error, ")
+        return f"params.yaml: {where}: {msg}" if loc else f"params.yaml: {msg}"
     return f"params.yaml: {where}: {err['msg']} (got {err.get('input')!r})"
 
 
@@ -271,10 +317,13 @@ def parse_params(raw: dict[str, Any]) -> Params:
 def load_params(path: Path) -> Params:
     """Read and validate params.yaml (yaml.safe_load only)."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ParamsError([f"{path}: cannot read the params file ({exc.strerror}); "
                            "pass an existing file with --params"]) from None
+    except UnicodeDecodeError as exc:
+        raise ParamsError([f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8"]
+                          ) from None
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:

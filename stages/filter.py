@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         for split, table in result["tables"].items():
             write_tsv(args.out / f"{split}.tsv", table)
             log.info("%s: %d epochs, %d targets", split, len(table), int(table["y"].sum()))
+        for rec, n in result["info"]["dropped_nonfinite"].items():
+            if n:  # non-finite samples the outliers scan did not see
+                log.warning("%s: %d epochs dropped over non-finite samples", rec, n)
         for rec in result["info"]["dropped_recordings"]:
             log.warning("%s left out by the outliers stage: %s", rec, decisions[rec]["flags"])
         write_json(args.out / "epochs.json", result["info"])
