@@ -167,7 +167,9 @@ def test_cut_epochs_equals_mne_epochs(tmin, tmax, decim, baseline):
     rng = np.random.default_rng(5)
     sfreq, n_times = 250.0, 5000
     data = rng.standard_normal((3, n_times))
-    samples = np.array([10, 40, 700, 1300, 2500, 4900, 4990])  # first and last run past
+    # windows near both ends: some fit, some run past (MNE's edge rules, sample by sample)
+    samples = np.array([10, *range(28, 54), 700, 1300, 2500, *range(4865, 4885),
+                        *range(4785, 4805), 4990])
     raw = mne.io.RawArray(data, mne.create_info(3, sfreq, "eeg"), verbose="error")
     events = np.column_stack([samples, np.zeros_like(samples), np.ones_like(samples)])
     epochs = mne.Epochs(raw, events, tmin=tmin, tmax=tmax, decim=decim, preload=True,
