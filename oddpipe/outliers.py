@@ -60,9 +60,11 @@ def read_segments(raw: "mne.io.BaseRaw", starts: np.ndarray, seg_len: int,
 
 
 def array_segments(data: np.ndarray, starts: np.ndarray, seg_len: int) -> np.ndarray:
-    """(segments, channels, times) float64 from a (channels, times) array or memmap,
-    cast while copied (one pass over the data, no float32 intermediate)."""
-    segs = np.empty((len(starts), data.shape[0], seg_len))
+    """(segments, channels, times) from a (channels, times) array or memmap, in its float
+    precision: float32 (ingest's) halves the memory traffic of every step, and its rounding
+    floor (-140 dB under the largest component) lies far below any ratio we measure."""
+    segs = np.empty((len(starts), data.shape[0], seg_len),
+                    dtype=np.float32 if data.dtype == np.float32 else np.float64)
     for i, s in enumerate(starts):
         segs[i] = data[:, s:s + seg_len]
     return segs
@@ -70,7 +72,7 @@ def array_segments(data: np.ndarray, starts: np.ndarray, seg_len: int) -> np.nda
 
 def detrend_linear(x: np.ndarray, inplace: bool = False) -> np.ndarray:
     """Remove the mean and the linear trend along the last axis (DC and slow drift)."""
-    t = np.arange(x.shape[-1], dtype=float)
+    t = np.arange(x.shape[-1], dtype=x.dtype)
     t -= t.mean()
     mean = x.mean(axis=-1, keepdims=True)
     slope = (x @ t) / (t @ t)  # t sums to 0, so the mean does not bias the slope
@@ -84,7 +86,7 @@ def hann_periodogram(segs: np.ndarray, sfreq: float) -> tuple[np.ndarray, np.nda
     """Mean one-sided PSD (V^2/Hz) of Hann-windowed segments, one FFT each: the finest bins
     a segment allows, so a sinusoid stands out (a Welch call per segment is ~4x slower)."""
     n = segs.shape[-1]
-    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)  # periodic Hann
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(segs.dtype)  # Hann
     spec = np.abs(np.fft.rfft(segs * window, axis=-1)) ** 2 / (sfreq * (window ** 2).sum())
     spec[..., 1:(n + 1) // 2] *= 2  # one-sided: fold the negative frequencies in
     return np.fft.rfftfreq(n, 1 / sfreq), spec.mean(axis=0)
