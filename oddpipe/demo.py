@@ -142,7 +142,8 @@ def simulate_run(spec: DemoSpec, subject: int, run: int) -> tuple[mne.io.RawArra
         data[idx] = 0.05 * data[idx] + line_noise(spec, n_times, amp, rng, harmonic_gain=0.4)[0]
     info = mne.create_info(spec.ch_names, spec.sfreq, ch_types="eeg")
     raw = mne.io.RawArray(data * 1e-6, info, verbose="error")
-    meas_date = dt.datetime(2020, 1, subject, 9, 0, tzinfo=dt.timezone.utc) + dt.timedelta(hours=run)
+    meas_date = (dt.datetime(2020, 1, 1, 9, 0, tzinfo=dt.timezone.utc)  # any number of subjects
+                 + dt.timedelta(days=subject - 1, hours=run))
     raw.set_meas_date(meas_date)
     labels = np.where(is_target, TARGET, NONTARGET)
     raw.set_annotations(mne.Annotations(onsets, 0.0, labels, orig_time=meas_date))

@@ -49,3 +49,10 @@ def test_contaminated_channels_are_orders_above_the_brain(small_demo):
     clean = np.median([v for k, v in std.items() if k not in ("LA2", "RH3", "RH4")])
     for name in ("LA2", "RH3", "RH4"):
         assert 1e3 <= std[name] / clean <= 1e5
+
+
+def test_a_scaled_demo_has_room_for_many_subjects():
+    """bench/scale.py needs 80 subjects: recording dates run on past the end of a month."""
+    spec = DemoSpec(n_subjects=80, n_runs=1, duration_s=5.0)
+    dates = [simulate_run(spec, s, 1)[0].info["meas_date"].date().isoformat() for s in (31, 32, 80)]
+    assert dates == ["2020-01-31", "2020-02-01", "2020-03-20"]
