@@ -17,6 +17,12 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
 from oddpipe.errors import ParamsError
 
 
+def check_range(name: str, pair: tuple[float, float], unit: str = "") -> None:
+    low, high = pair
+    if not 0 < low < high:
+        raise ValueError(f"{name} must be [low, high]{unit} with 0 < low < high, got {list(pair)}")
+
+
 class Section(BaseModel):
     # nan passes every bound (nan <= x is False both ways) and inf is no setting: refuse both
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -100,10 +106,7 @@ class Ingest(Section):
 
     @model_validator(mode="after")
     def _rms_range(self) -> "Ingest":
-        low, high = self.plausible_rms_v
-        if not 0 < low < high:
-            raise ValueError(f"plausible_rms_v must be [low, high] volts with 0 < low < high, "
-                             f"got {list(self.plausible_rms_v)}")
+        check_range("plausible_rms_v", self.plausible_rms_v, " volts")
         return self
 
     @field_validator("line_freq")
@@ -224,10 +227,7 @@ class Train(Section):
 
     @model_validator(mode="after")
     def _range(self) -> "Train":
-        low, high = self.input_std_range
-        if not 0 < low < high:
-            raise ValueError(f"input_std_range must be [low, high] with 0 < low < high, "
-                             f"got {list(self.input_std_range)}")
+        check_range("input_std_range", self.input_std_range)
         return self
 
 

@@ -18,7 +18,7 @@ import yaml
 
 import stages.ingest
 from oddpipe import continuous
-from oddpipe.errors import OddpipeError, ParamsError
+from oddpipe.errors import OddpipeError
 from oddpipe.ingest import run_ingest
 from oddpipe.params import parse_params
 from tests.conftest import default_params
@@ -27,15 +27,7 @@ from tests.test_filtering import SFREQ, make_recording
 from tests.test_filtering import run as run_epochs
 from tests.test_ingest import fif_dir  # noqa: F401 (a fixture)
 from tests.test_ingest import N_TIMES, NAMES, fif_params, stim_with, write_fif
-
-
-def problems(**changes) -> list[str]:
-    raw = copy.deepcopy(default_params())
-    for section, values in changes.items():
-        raw.setdefault(section, {}).update(values)
-    with pytest.raises(ParamsError) as info:
-        parse_params(raw)
-    return info.value.problems
+from tests.test_params import problems
 
 
 # ---- params ------------------------------------------------------------------------

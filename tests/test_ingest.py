@@ -135,15 +135,21 @@ def test_channels_matched_by_name_not_position(tmp_path):
     np.testing.assert_array_equal(second[names.index("Cz")], expected)
 
 
-def test_only_channels_common_to_all_files_are_kept(tmp_path):
-    rng = np.random.default_rng(2)
+@pytest.fixture
+def two_montages(tmp_path):
+    """sub-01 has Fz, Cz, Pz, Oz; sub-02 has Oz, T7, Fz."""
+    rng = np.random.default_rng(5)
     stim = stim_with({100: 2, 600: 1})
     raw_dir = tmp_path / "raw"
     write_fif(raw_dir / "sub-01" / "sub-01_raw.fif", NAMES,
               rng.standard_normal((4, N_TIMES)) * 1e-5, stim)
     write_fif(raw_dir / "sub-02" / "sub-02_raw.fif", ["Oz", "T7", "Fz"],
               rng.standard_normal((3, N_TIMES)) * 1e-5, stim)
-    recordings, _, _ = run_ingest(fif_params(raw_dir), tmp_path / "out")
+    return raw_dir
+
+
+def test_only_channels_common_to_all_files_are_kept(two_montages, tmp_path):
+    recordings, _, _ = run_ingest(fif_params(two_montages), tmp_path / "out")
     assert (recordings["n_channels"] == 2).all()
     assert continuous.read_channels(tmp_path / "out")[0] == ["Fz", "Oz"]
     for name in recordings["data"]:
@@ -263,17 +269,6 @@ def test_channel_name_collision_is_reported(tmp_path):
 
 # ---- channel policy ----------------------------------------------------------------
 
-@pytest.fixture
-def two_montages(tmp_path):
-    """sub-01 has Fz, Cz, Pz, Oz; sub-02 has Oz, T7, Fz."""
-    rng = np.random.default_rng(5)
-    stim = stim_with({100: 2, 600: 1})
-    raw_dir = tmp_path / "raw"
-    write_fif(raw_dir / "sub-01" / "sub-01_raw.fif", NAMES,
-              rng.standard_normal((4, N_TIMES)) * 1e-5, stim)
-    write_fif(raw_dir / "sub-02" / "sub-02_raw.fif", ["Oz", "T7", "Fz"],
-              rng.standard_normal((3, N_TIMES)) * 1e-5, stim)
-    return raw_dir
 
 
 def by_name(report):
