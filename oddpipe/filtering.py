@@ -169,23 +169,24 @@ def cut_epochs(data: np.ndarray, samples: np.ndarray, sfreq: float,
 
 def assemble_split(parts: list[RecordingEpochs], split: str, n_ch: int, n_times: int,
                    masks: dict[str, np.ndarray], out_dir: Path) -> pd.DataFrame:
-    """Concatenate one split's epochs into a memmap, one recording at a time."""
+    """Concatenate one split's epochs into one .npy, one recording at a time, by appending
+    to the file: a memmap would keep every written page in this process's memory."""
     rows = [(p, p.table["split"].to_numpy() == split) for p in parts if p.part is not None]
     n = int(sum(sel.sum() for _, sel in rows))
-    X = np.lib.format.open_memmap(out_dir / f"{split}_X.npy", mode="w+",
-                                  dtype=np.float32, shape=(n, n_ch, n_times))
-    M = np.zeros((n, n_ch), dtype=bool)
-    tables, start = [], 0
-    for p, sel in rows:
-        k = int(sel.sum())
-        if k:
-            X[start:start + k] = np.load(p.part, mmap_mode="r", allow_pickle=False)[sel]
-            M[start:start + k] = masks[p.recording]
-            tables.append(p.table[sel])
-            start += k
-    X.flush()
-    del X
-    np.save(out_dir / f"{split}_mask.npy", M)
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+              "fortran_order": False, "shape": (n, n_ch, n_times)}
+    masks_out, tables = [], []
+    with open(out_dir / f"{split}_X.npy", "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        for p, sel in rows:
+            if sel.any():
+                part = np.load(p.part, allow_pickle=False)[sel]
+                fh.write(np.ascontiguousarray(part, dtype=np.float32).tobytes())
+                masks_out.append(np.broadcast_to(masks[p.recording], (int(sel.sum()), n_ch)))
+                tables.append(p.table[sel])
+    mask = (np.ascontiguousarray(np.concatenate(masks_out)) if masks_out
+            else np.zeros((0, n_ch), dtype=bool))
+    np.save(out_dir / f"{split}_mask.npy", mask)
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=EPOCH_COLUMNS)
 
 

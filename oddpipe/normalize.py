@@ -16,14 +16,19 @@ MAX_VALUES = 2_000_000  # per channel (16 MB as float64): quantiles to ~1e-3 bey
 
 
 def channel_values(X: np.ndarray | Path, mask: np.ndarray, c: int, max_values: int,
-                   rng: np.random.Generator) -> np.ndarray:
-    """Channel c of the kept epochs as float64, at most max_values (whole epochs)."""
-    data = np.load(X, mmap_mode="r", allow_pickle=False) if isinstance(X, Path) else X
+                   rng: np.random.Generator, chunk: int = 2048) -> np.ndarray:
+    """Channel c of the kept epochs as float64, at most max_values (whole epochs). From a
+    file, chunk by chunk through fresh memmaps: reading one channel touches every page of
+    the file, and a single map would keep them all in this process's memory."""
+    open_x = ((lambda: np.load(X, mmap_mode="r", allow_pickle=False)) if isinstance(X, Path)
+              else (lambda: X))
     epochs = np.flatnonzero(~mask[:, c])
-    per_epoch = max(int(data.shape[2]), 1)
+    per_epoch = max(int(open_x().shape[2]), 1)
     if len(epochs) * per_epoch > max_values:
         epochs = np.sort(rng.choice(epochs, max(max_values // per_epoch, 1), replace=False))
-    return np.asarray(data[epochs, c, :], dtype=np.float64).ravel()
+    parts = [np.asarray(open_x()[epochs[i:i + chunk], c, :], dtype=np.float64)
+             for i in range(0, len(epochs), chunk)]
+    return np.concatenate(parts).ravel() if parts else np.empty(0)
 
 
 def channel_stats(values: np.ndarray, method: str) -> tuple[float, float]:

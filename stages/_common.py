@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,11 +23,14 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 def run_stage(name: str, body: Callable[[Params], None], params_path: Path) -> int:
     """Run a stage body; a user-facing problem prints one clear message, no traceback."""
+    start = time.perf_counter()
     try:
         params = load_params(params_path)
         logging.basicConfig(level=params.execution.log_level,
                             format=f"{name}: %(message)s", force=True)
         body(params)
+        logging.getLogger(name).info("done in %.1f s, peak RSS %.0f MB",
+                                     time.perf_counter() - start, peak_rss_mb())
     except ParamsError as exc:
         for line in exc.problems:
             print(line, file=sys.stderr)
@@ -42,6 +47,12 @@ def run_stage(name: str, body: Callable[[Params], None], params_path: Path) -> i
               "check the path exists and is writable", file=sys.stderr)
         return 1
     return 0
+
+
+def peak_rss_mb() -> float:
+    """The largest resident set of this process or any worker it waited for (Linux: KiB)."""
+    return max(resource.getrusage(who).ru_maxrss
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
 
 
 def write_stage_record(out_dir: Path, stage: str, params: Params) -> None:
