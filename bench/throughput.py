@@ -9,7 +9,8 @@ import cost), on the demo dataset with a warm page cache:
 - training samples per second (two epochs of the demo's training split).
 
 Run: .venv/bin/python bench/throughput.py [--repeat 3] [--subjects N]
-     (needs `make demo`, or --subjects to generate a demo of N subjects in /tmp)
+     (needs `make demo`, or --subjects to generate a demo of N subjects in /tmp, or
+     --raw-dir for a folder of EDF files)
 """
 from __future__ import annotations
 
@@ -93,6 +94,8 @@ def training_rate(work: Path, params: Params) -> float:
 
 
 def demo_dir(args: argparse.Namespace, tmp: Path) -> Path:
+    if args.raw_dir:
+        return args.raw_dir
     if not args.subjects:
         return REPO / "data/raw/demo"
     from oddpipe.demo import DemoSpec, generate
@@ -104,6 +107,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--subjects", type=int, default=0)
+    p.add_argument("--raw-dir", type=Path, help="EDF files to use instead of the demo "
+                   "(e.g. /tmp/oddpipe-scale/raw-16x from bench/scale.py)")
     args = p.parse_args()
     logging.disable(logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="oddpipe-throughput-"))
@@ -154,7 +159,8 @@ def main() -> None:
           "threads)")
     print(f"machine: {os.cpu_count()} cores, {platform.machine()}, Python "
           f"{platform.python_version()}, torch {torch.__version__}, mne {mne.__version__}")
-    extra = f" --subjects {args.subjects}" if args.subjects else ""
+    extra = (f" --subjects {args.subjects}" if args.subjects else "") + (
+        f" --raw-dir {args.raw_dir}" if args.raw_dir else "")
     print(f"command: .venv/bin/python bench/throughput.py --repeat {args.repeat}{extra}")
     shutil.rmtree(tmp)
 

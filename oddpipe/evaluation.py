@@ -15,6 +15,7 @@ from oddpipe.normalize import apply_normalizer
 from oddpipe.training import EpochSet
 
 DEGENERATE_SHARE = 0.99
+LDA_MAX_TRAIN = 20_000  # training epochs for the reference LDA (the demo has 4,279)
 
 
 def choose_threshold(y: np.ndarray, score: np.ndarray) -> float:
@@ -57,18 +58,28 @@ def binary_metrics(y: np.ndarray, score: np.ndarray, threshold: float) -> dict:
     }
 
 
+def lda_train_subset(n: int, max_n: int = LDA_MAX_TRAIN, seed: int = 0) -> np.ndarray:
+    """The training epochs the reference LDA learns from: all of them, or a seeded random
+    max_n (its few hundred features saturate long before; memory stays flat)."""
+    if n <= max_n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, max_n, replace=False))
+
+
 def lda_features(data: EpochSet, norm: dict, tmin: float, sfreq: float, n_bins: int,
-                 batch: int = 512) -> np.ndarray:
-    """Normalized epochs averaged into n_bins post-stimulus time bins per channel."""
+                 batch: int = 512, idx: np.ndarray | None = None) -> np.ndarray:
+    """Normalized epochs (all, or those in idx) averaged into n_bins post-stimulus time bins
+    per channel."""
     start = max(0, int(round(-tmin * sfreq)))
     n_bins = min(n_bins, data.X.shape[2] - start)  # never an empty bin
     edges = np.linspace(start, data.X.shape[2], n_bins + 1).round().astype(int)
+    idx = np.arange(len(data.y)) if idx is None else idx
     out = []
-    for i in range(0, len(data.y), batch):
-        idx = np.arange(i, min(i + batch, len(data.y)))
-        x = apply_normalizer(data.X[idx], data.mask[idx], norm)
+    for i in range(0, len(idx), batch):
+        part = idx[i:i + batch]
+        x = apply_normalizer(data.rows(part), data.mask[part], norm)
         out.append(np.stack([x[:, :, a:b].mean(axis=2) for a, b in zip(edges[:-1], edges[1:])],
-                            axis=2).reshape(len(idx), -1))
+                            axis=2).reshape(len(part), -1))
     return np.concatenate(out)
 
 

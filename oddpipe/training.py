@@ -36,19 +36,44 @@ class EpochSet:
 
     @property
     def X(self) -> np.ndarray:
-        """The epochs; from disk a fresh read-only memmap per use, unmapped when dropped:
-        pages read stay in the page cache, not in this process, so memory stays flat
-        however many epochs there are."""
+        """All epochs: in memory, or a read-only memmap (for shapes and whole passes)."""
         if isinstance(self.data, Path):
             return np.load(self.data, mmap_mode="r", allow_pickle=False)
         return self.data
 
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """Epochs idx (sorted), as float32. From disk with plain reads: the pages stay in
+        the page cache, never mapped into this process (a memmap maps whole folios
+        around every row it touches, up to the whole file), so memory stays flat."""
+        if not isinstance(self.data, Path):
+            return np.asarray(self.data[idx], dtype=np.float32)
+        return read_rows(self.data, idx)
+
     def batch(self, idx: np.ndarray, norm: dict | None) -> torch.Tensor:
-        idx = np.sort(idx)  # memmaps read fastest in order
-        x = np.asarray(self.X[idx], dtype=np.float32)
+        idx = np.sort(idx)  # files read fastest in order
+        x = self.rows(idx)
         if norm is not None:
             x = apply_normalizer(x, self.mask[idx], norm)
         return torch.from_numpy(x)
+
+
+def read_rows(path: Path, idx: np.ndarray) -> np.ndarray:
+    """Rows idx (sorted) of a C-order .npy, one read per run of consecutive rows."""
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(fh)
+        if fortran:
+            raise OddpipeError(f"{path}: Fortran-ordered epochs; rerun the filter stage")
+        start, row = fh.tell(), int(np.prod(shape[1:])) * dtype.itemsize
+        out = np.empty((len(idx), *shape[1:]), dtype=dtype)
+        runs = np.split(np.arange(len(idx)), np.flatnonzero(np.diff(idx) != 1) + 1)
+        for run in runs:
+            if len(run):
+                fh.seek(start + int(idx[run[0]]) * row)
+                fh.readinto(memoryview(out[run[0]:run[-1] + 1]).cast("B"))
+    return out.astype(np.float32, copy=False)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import torch
 
 from oddpipe.datasets import load_split
 from oddpipe.evaluation import (
-    curves, evaluate_scores, lda_features, per_subject, reference_lda,
+    curves, evaluate_scores, lda_features, lda_train_subset, per_subject, reference_lda,
 )
 from oddpipe.io import read_json, write_json, write_tsv
 from oddpipe.models import build_model
@@ -41,15 +41,18 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(params.execution.device)
         model.to(device)
         net = {s: predict_logits(model, sets[s][0], norm, device) for s in ("val", "test")}
+        lda_train = lda_train_subset(len(sets["train"][0].y))
         feats = {s: lda_features(sets[s][0], norm, info["tmin"], info["sfreq"],
-                                 params.evaluate.lda_bins) for s in sets}
-        lda = reference_lda(feats["train"], sets["train"][0].y)
+                                 params.evaluate.lda_bins,
+                                 idx=lda_train if s == "train" else None) for s in sets}
+        lda = reference_lda(feats["train"], sets["train"][0].y[lda_train])
         ref = {s: lda.decision_function(feats[s]) for s in ("val", "test")}
         y = {s: sets[s][0].y for s in ("val", "test")}
         metrics = evaluate_scores(y["val"], net["val"], y["test"], net["test"])
         lda_m = evaluate_scores(y["val"], ref["val"], y["test"], ref["test"])
         metrics.update({f"lda_{k}": lda_m[k] for k in
-                        ("roc_auc", "balanced_accuracy", "average_precision", "f1")})
+                        ("roc_auc", "balanced_accuracy", "average_precision", "f1")},
+                       lda_n_train=int(len(lda_train)))
         write_json(args.metrics, {k: round(v, 6) if isinstance(v, float) else v
                                   for k, v in metrics.items()})
         args.plots.mkdir(parents=True, exist_ok=True)

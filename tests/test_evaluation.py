@@ -98,3 +98,12 @@ def test_binary_metrics_all_finite_on_realistic_scores():
     assert 0.8 < m["roc_auc"] < 0.9  # d' = 1.5 gives AUC = Phi(1.5 / sqrt 2) = 0.856
     assert m["degenerate_predictions"] is False
     assert m["sensitivity"] == pytest.approx(m["tp"] / 76)
+
+
+def test_the_reference_lda_learns_from_a_bounded_seeded_subset():
+    from oddpipe.evaluation import lda_train_subset
+
+    np.testing.assert_array_equal(lda_train_subset(4279), np.arange(4279))  # the demo: all
+    big = lda_train_subset(68_000, max_n=20_000)
+    assert len(big) == len(np.unique(big)) == 20_000 and (np.diff(big) > 0).all()
+    np.testing.assert_array_equal(big, lda_train_subset(68_000, max_n=20_000))
