@@ -104,14 +104,23 @@ def demo_dir(args: argparse.Namespace, tmp: Path) -> Path:
 
 
 def main() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="oddpipe-throughput-"))
+    try:
+        run(tmp)
+    finally:
+        shutil.rmtree(tmp)
+
+
+def run(tmp: Path) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--subjects", type=int, default=0)
+    p.add_argument("--ingest-only", action="store_true",
+                   help="only the bare read and ingest with n_jobs 1 and 2")
     p.add_argument("--raw-dir", type=Path, help="EDF files to use instead of the demo "
                    "(e.g. /tmp/oddpipe-scale/raw-16x from bench/scale.py)")
     args = p.parse_args()
     logging.disable(logging.WARNING)
-    tmp = Path(tempfile.mkdtemp(prefix="oddpipe-throughput-"))
     raw_dir = demo_dir(args, tmp)
     files = sorted(raw_dir.rglob("*.edf"))
     if not files:
@@ -127,6 +136,14 @@ def main() -> None:
     clean = lambda: shutil.rmtree(tmp / "ingest", ignore_errors=True)  # noqa: E731
     t_ingest2, _ = best_of(args.repeat, lambda: ingest(2), clean)  # best: loky workers warm
     t_ingest, (recordings, events, _) = best_of(args.repeat, lambda: ingest(1), clean)
+    if args.ingest_only:
+        print(f"data: {len(files)} EDF files, {mb:.0f} MB; best of {args.repeat}, seconds")
+        print(f"bare MNE read {t_bare:.2f}, ingest n_jobs=1 {t_ingest:.2f} "
+              f"({t_ingest / t_bare:.2f}x), n_jobs=2 {t_ingest2:.2f} (speed-up "
+              f"{t_ingest / t_ingest2:.2f}x, loky start included in the first repeat)")
+        print(f"command: .venv/bin/python bench/throughput.py --ingest-only --repeat "
+              f"{args.repeat} --raw-dir {raw_dir}")
+        return
     sp = params.sample
     sample = inspection_sample(events, sp.inspect_fraction, sp.inspect_min_per_stratum, sp.seed)
     splits = split_events(events, sp)
@@ -162,7 +179,6 @@ def main() -> None:
     extra = (f" --subjects {args.subjects}" if args.subjects else "") + (
         f" --raw-dir {args.raw_dir}" if args.raw_dir else "")
     print(f"command: .venv/bin/python bench/throughput.py --repeat {args.repeat}{extra}")
-    shutil.rmtree(tmp)
 
 
 if __name__ == "__main__":
