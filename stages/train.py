@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from oddpipe.datasets import load_split
-from oddpipe.io import read_json, write_json, write_tsv
+from oddpipe.io import read_json, write_json
 from oddpipe.models import build_model
 from oddpipe.params import Params
 from oddpipe.training import fit, guard_inputs, resolve_device, seed_everything
