@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from oddpipe.errors import OddpipeError
-from oddpipe.io import read_tsv, write_tsv
+from oddpipe.io import read_columns, write_columns
 
 if TYPE_CHECKING:
     import mne
@@ -36,11 +35,15 @@ def create(path: Path, n_channels: int, n_times: int) -> np.memmap:
                                      shape=(int(n_channels), int(n_times)))  # plain ints: the header is parsed with ast.literal_eval
 
 
+def fits_one_chunk(n_times: int, n_channels: int) -> bool:
+    return n_times * max(n_channels, 1) <= CHUNK_VALUES
+
+
 def stream_raw(raw: "mne.io.BaseRaw", picks: list[str], path: Path) -> int:
     """Copy the picked channels of an unloaded Raw to a .npy chunk by chunk: memory stays
     bounded however long the file is. Returns the number of samples written."""
     step = max(1, CHUNK_VALUES // max(len(picks), 1))
-    if step >= raw.n_times:  # one chunk: a sequential write, no page faults on a memmap
+    if fits_one_chunk(raw.n_times, len(picks)):  # a sequential write, no memmap page faults
         return write_array(raw.get_data(picks=picks), path)
     out = create(path, len(picks), raw.n_times)
     for start in range(0, raw.n_times, step):
@@ -71,12 +74,13 @@ def open_data(path: Path) -> np.ndarray:
 
 
 def write_channels(out_dir: Path, names: list[str], types: list[str]) -> None:
-    write_tsv(Path(out_dir) / CHANNELS_FILE, pd.DataFrame({"name": names, "type": types}))
+    write_columns(Path(out_dir) / CHANNELS_FILE, {"name": np.array(names, dtype=object),
+                                                  "type": np.array(types, dtype=object)})
 
 
 def read_channels(out_dir: Path) -> tuple[list[str], list[str]]:
-    table = read_tsv(Path(out_dir) / CHANNELS_FILE)
-    return list(table["name"].astype(str)), list(table["type"].astype(str))
+    table = read_columns(Path(out_dir) / CHANNELS_FILE)
+    return [str(n) for n in table["name"]], [str(t) for t in table["type"]]
 
 
 def to_raw(data: np.ndarray, names: list[str], types: list[str],

@@ -264,18 +264,41 @@ class EventCounts:
 
 def label_events(samples: np.ndarray, codes: list[str], sfreq: float,
                  params: Ingest) -> tuple[pd.DataFrame, EventCounts]:
-    """Map codes to target (1) / non-target (0), in time order; labels never guess."""
+    """Map codes to target (1) / non-target (0), in time order; labels never guess.
+
+    Plain arrays, not pandas group-bys: this runs once per file, and on a demo file the
+    group-bys cost as much as reading its events."""
     targets = {str(v) for v in params.events.target}
     nontargets = {str(v) for v in params.events.nontarget}
-    rows = [(int(s), s / sfreq, c, "target" if c in targets else "nontarget", int(c in targets))
-            for s, c in zip(samples, codes) if c in targets or c in nontargets]
-    table = pd.DataFrame(rows, columns=EVENT_COLUMNS).sort_values("sample", kind="stable")
-    counts = EventCounts(unmapped=len(codes) - len(rows))
-    unique = table.drop_duplicates(["sample", "code"])
-    counts.duplicates = len(table) - len(unique)
-    classes = unique.groupby("sample")["y"].transform("nunique")
-    counts.conflicts = int((classes > 1).sum())
-    return unique[classes == 1].reset_index(drop=True), counts
+    mapped = [i for i, c in enumerate(codes) if c in targets or c in nontargets]
+    counts = EventCounts(unmapped=len(codes) - len(mapped))
+    order = np.argsort(np.asarray(samples, dtype=np.int64)[mapped], kind="stable")
+    rows = [mapped[i] for i in order]
+    first: dict[tuple[int, str], int] = {}  # (sample, code) -> its first row, in time order
+    for i in rows:
+        first.setdefault((int(samples[i]), codes[i]), i)
+    unique = list(first.values())
+    counts.duplicates = len(rows) - len(unique)
+    sample = np.asarray([int(samples[i]) for i in unique], dtype=np.int64)
+    y = np.asarray([int(codes[i] in targets) for i in unique], dtype=np.int64)
+    keep = ~mixed_classes(sample, y)
+    counts.conflicts = int((~keep).sum())
+    kept = [codes[i] for i, k in zip(unique, keep) if k]
+    table = pd.DataFrame({"sample": sample[keep], "onset_s": sample[keep] / sfreq,
+                          "code": pd.Series(kept, dtype=str),
+                          "label": pd.Series(["target" if c in targets else "nontarget"
+                                              for c in kept], dtype=str),
+                          "y": y[keep]}, columns=EVENT_COLUMNS)
+    return table, counts
+
+
+def mixed_classes(sample: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """For time-sorted events: True where the event's sample also holds the other class."""
+    if not len(sample):
+        return np.zeros(0, dtype=bool)
+    first = np.flatnonzero(np.r_[True, sample[1:] != sample[:-1]])
+    group = np.cumsum(np.r_[True, sample[1:] != sample[:-1]]) - 1
+    return (np.minimum.reduceat(y, first) != np.maximum.reduceat(y, first))[group]
 
 
 def data_channels(raw: mne.io.BaseRaw, ch_types: list[str]) -> dict[str, str]:
@@ -381,19 +404,23 @@ def describe_codes(codes: list[str], limit: int = 8) -> str:
     return ", ".join(repr(c) for c in found[:limit]) + more
 
 
-def typical_rms(raw: mne.io.BaseRaw, picks: list[str], n_segments: int = 10) -> float:
-    """Median over channels of the std of a few 1 s segments (detrended by their mean)."""
+def typical_rms(raw: mne.io.BaseRaw, picks: list[str], n_segments: int = 10,
+                data: np.ndarray | None = None) -> float:
+    """Median over channels of the std of a few 1 s segments (detrended by their mean);
+    taken from `data`, the picked channels already read, when given."""
     seg = min(int(raw.info["sfreq"]), raw.n_times)
     starts = np.linspace(0, raw.n_times - seg, n_segments).astype(int)
-    data = np.stack([raw.get_data(picks=picks, start=s, stop=s + seg) for s in starts])
+    data = np.stack([raw.get_data(picks=picks, start=s, stop=s + seg) if data is None
+                     else data[:, s:s + seg] for s in starts])
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN channels: judged below
         return float(np.nanmedian(np.nanmedian(data.std(axis=-1), axis=0)))
 
 
-def check_amplitude(raw: mne.io.BaseRaw, channels: dict[str, str], params: Ingest) -> str | None:
+def check_amplitude(raw: mne.io.BaseRaw, channels: dict[str, str], params: Ingest,
+                    data: np.ndarray | None = None) -> str | None:
     """A unit mistake (counts or microvolts labelled as volts) is reported, never rescaled."""
-    rms = typical_rms(raw, list(channels.values()))
+    rms = typical_rms(raw, list(channels.values()), data=data)
     low, high = params.plausible_rms_v
     if low <= rms <= high:
         return None
@@ -408,7 +435,9 @@ def check_amplitude(raw: mne.io.BaseRaw, channels: dict[str, str], params: Inges
             "ingest.plausible_rms_v")
 
 
-def _fill_scan(scan: FileScan, raw: mne.io.BaseRaw, params: Ingest) -> None:
+def _fill_scan(scan: FileScan, raw: mne.io.BaseRaw, params: Ingest) -> np.ndarray | None:
+    """Fill scan from the open file; returns the kept channels' data when the file fits in
+    one chunk (read once: the amplitude check and the part file both use it)."""
     scan.sfreq, scan.n_times = float(raw.info["sfreq"]), raw.n_times
     found = data_channels(raw, params.ch_types)
     scan.available = list(found)
@@ -427,9 +456,12 @@ def _fill_scan(scan: FileScan, raw: mne.io.BaseRaw, params: Ingest) -> None:
     if not found:
         scan.error = (f"no channels of type {params.ch_types} (it has "
                       f"{describe_types(raw)}); set ingest.ch_types")
-        return
+        return None
     scan.channels = select_channels(found, params.channels)
-    if error := check_amplitude(raw, scan.channels, params):
+    picks = list(scan.channels.values())
+    data = raw.get_data(picks=picks) if continuous.fits_one_chunk(raw.n_times, len(picks)) \
+        else None
+    if error := check_amplitude(raw, scan.channels, params, data):
         scan.error = error
     elif scan.events.empty and outside and not codes:
         scan.error = (f"no usable events: all {outside} lie outside the recording (0-"
@@ -441,6 +473,7 @@ def _fill_scan(scan: FileScan, raw: mne.io.BaseRaw, params: Ingest) -> None:
                       "check ingest.events and ingest.event_source")
     elif scan.events["y"].nunique() < 2:
         scan.error = one_class_reason(scan.events, codes)
+    return data
 
 
 def within(samples: np.ndarray, codes: list[str],
@@ -518,14 +551,15 @@ def scan_file(path: Path, raw_dir: Path, params: Ingest, part: Path | None = Non
                       f"{first_line(exc) or 'no detail'}); check that the format is one "
                       "mne.io.read_raw reads and the file is complete")
         return scan
+    data = None
     try:
-        _fill_scan(scan, raw, params)
+        data = _fill_scan(scan, raw, params)
     except OddpipeError as exc:
         scan.error = str(exc)
     except Exception as exc:  # e.g. a stim channel this file lacks
         scan.error = f"cannot read its events or channels ({type(exc).__name__}: {exc})"
     if part is not None and not scan.error:  # a disk error is no file's fault: it stops
-        write_part(scan, raw, part)
+        write_part(scan, raw, part, data)
     return scan
 
 
@@ -533,13 +567,18 @@ def _scan_job(job: tuple[Path, Path], raw_dir: Path, params: Ingest) -> FileScan
     return scan_file(job[0], raw_dir, params, job[1])
 
 
-def write_part(scan: FileScan, raw: mne.io.BaseRaw, path: Path) -> None:
-    """Copy the kept channels, at the file's own rate, streamed in chunks (memory stays
-    bounded for long files); run_ingest turns it into the recording's array."""
+def write_part(scan: FileScan, raw: mne.io.BaseRaw, path: Path,
+               data: np.ndarray | None = None) -> None:
+    """Copy the kept channels, at the file's own rate: `data` when already read, else
+    streamed in chunks (memory stays bounded for long files); run_ingest turns it into the
+    recording's array."""
     picks = list(scan.channels.values())
     scan.types = raw.get_channel_types(picks=picks)
     path.parent.mkdir(parents=True, exist_ok=True)
-    continuous.stream_raw(raw, picks, path)
+    if data is not None:
+        continuous.write_array(data, path)
+    else:
+        continuous.stream_raw(raw, picks, path)
     scan.part = path
 
 

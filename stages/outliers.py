@@ -1,12 +1,13 @@
 """DVC stage outliers: ingested recordings + inspection sample -> outliers.json / .tsv,
-metrics and the evidence the outliers_report stage draws."""
+metrics and the evidence the outliers_report stage draws. It never imports pandas (see
+oddpipe.io)."""
 from __future__ import annotations
 
 import logging
 import sys
 from pathlib import Path
 
-from oddpipe.io import read_tsv, write_json, write_tsv
+from oddpipe.io import read_columns, write_columns, write_json
 from oddpipe.outliers import detect, evidence_arrays, save_evidence, summary_metrics
 from oddpipe.parallel import Runner
 from oddpipe.params import Params
@@ -25,12 +26,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(params: Params) -> None:
         ex = params.execution
-        recordings = read_tsv(args.ingest / "recordings.tsv")
-        events = read_tsv(args.ingest / "events.tsv")
-        sample = read_tsv(args.sample / "sample.tsv")
+        recordings = read_columns(args.ingest / "recordings.tsv")
+        events = read_columns(args.ingest / "events.tsv")
+        sample = read_columns(args.sample / "sample.tsv")
         result = detect(recordings, sample, args.ingest, params.outliers, Runner.of(ex))
         metrics = summary_metrics(result, events)
-        write_tsv(args.out / "outliers.tsv", result.flags)
+        write_columns(args.out / "outliers.tsv", result.columns)
         write_json(args.out / "outliers.json", {"recordings": result.decisions})
         write_json(args.metrics, metrics)
         save_evidence(args.out / "evidence.npz", evidence_arrays(result))
