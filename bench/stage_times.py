@@ -67,9 +67,10 @@ def main() -> None:
     for stage in imports:
         print(f"{stage:16s} {med[stage]:7.2f} {imp[stage]:8.2f} {med[stage] - imp[stage]:7.2f}")
     work_of = {s: med[s] - imp[s] for s in imports}
-    paired = statistics.median(o / i for i, o in zip(runs["ingest"], runs["outliers"]))
-    print(f"outliers / ingest: wall {med['outliers'] / med['ingest']:.2f} (median of the "
-          f"paired ratios {paired:.2f}), work {work_of['outliers'] / work_of['ingest']:.2f}")
+    ratios = sorted(o / i for i, o in zip(runs["ingest"], runs["outliers"]))
+    print(f"outliers / ingest: wall {med['outliers'] / med['ingest']:.2f} (paired ratios: "
+          f"median {statistics.median(ratios):.2f}, range {ratios[0]:.2f}-{ratios[-1]:.2f}), "
+          f"work {work_of['outliers'] / work_of['ingest']:.2f}")
     print(f"outliers_report / ingest: wall {med['outliers_report'] / med['ingest']:.2f}, "
           f"work {work_of['outliers_report'] / work_of['ingest']:.2f}")
     print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "

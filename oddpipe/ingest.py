@@ -645,14 +645,19 @@ def retime(scan: FileScan, sfreq: float) -> None:
     scan.n_times, scan.sfreq = int(round(scan.n_times * ratio)), sfreq
 
 
+def needs_rewrite(scan: FileScan, channels: list[str]) -> bool:
+    """Whether a part must be reordered or resampled; otherwise it is renamed."""
+    return list(scan.channels) != channels or scan.orig_sfreq != scan.sfreq
+
+
 def conform(scan: FileScan, channels: list[str], out_dir: Path) -> tuple[Path, int]:
     """The recording's array from its part: the chosen channels in their order, at the
     working rate (anti-aliased resampling). Usually a rename: nothing to change."""
     path = continuous.data_path(out_dir, scan.recording)
-    order = [list(scan.channels).index(n) for n in channels]
-    if order == list(range(len(scan.channels))) and scan.orig_sfreq == scan.sfreq:
+    if not needs_rewrite(scan, channels):
         os.replace(scan.part, path)
         return path, int(continuous.open_data(path).shape[1])
+    order = [list(scan.channels).index(n) for n in channels]
     data = np.asarray(continuous.open_data(scan.part)[order], dtype=np.float64)
     if scan.orig_sfreq != scan.sfreq:  # the whole recording in memory: resampling needs it
         data = mne.filter.resample(data, up=scan.sfreq / scan.orig_sfreq, npad="auto",
@@ -780,8 +785,10 @@ def run_ingest(params: Ingest, out_dir: Path, runner: Runner = SERIAL,
         write_tsv(report_path, report)
     try:
         good, channels = choose(scans, params)
+        # renames alone are not worth shipping to workers (9 ms of IPC on the demo)
+        work = runner if any(needs_rewrite(s, channels) for s in good) else SERIAL
         written = map_recordings(partial(conform, channels=channels, out_dir=out_dir), good,
-                                 runner)
+                                 work)
     finally:
         discard_parts(scans)  # after a failure, or the parts a rename did not consume
     for scan, (_, n_times) in zip(good, written):

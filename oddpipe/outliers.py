@@ -181,7 +181,8 @@ class SegmentStats:
         self.window = hann(seg_len)
         self.ramp = (np.arange(seg_len) - (seg_len - 1) / 2).astype(dtype)  # sums to 0
         self.data = np.empty(shape, dtype=dtype)
-        self.scratch = np.empty(shape)  # float64: the detrend's trend, then the windowed data
+        self.trend = np.empty(shape, dtype=dtype)
+        self.scratch = np.empty(shape)  # float64: the windowed data, then its |FFT|
         self.spec = np.empty(shape[:2] + (seg_len // 2 + 1,), dtype=np.complex128)
         self.nonfinite = np.zeros(n_channels, dtype=np.int64)
         self.stds: list[np.ndarray] = []  # (segments, channels) blocks
@@ -201,18 +202,18 @@ class SegmentStats:
 
     def add(self, k: int) -> None:
         """Add the first k segments of self.data; they are detrended in place."""
-        x, scratch, spec = self.data[:k], self.scratch[:k], self.spec[:k]
-        finite = np.isfinite(x)
-        bad = (~finite).sum(axis=(0, 2))
-        self.nonfinite += bad
-        if bad.any():  # zeroed for the statistics: their count alone flags the channel
+        x, trend, scratch, spec = self.data[:k], self.trend[:k], self.scratch[:k], self.spec[:k]
+        total = x.sum(axis=-1)  # non-finite wherever a sample is: one pass finds both
+        if not np.isfinite(total).all():  # zeroed for the statistics: the count flags them
+            finite = np.isfinite(x)
+            self.nonfinite += (~finite).sum(axis=(0, 2))
             np.copyto(x, 0.0, where=~finite)
+            total = x.sum(axis=-1)
         # Linear detrend (DC and slow drift): ramp sums to 0, so the slope is unbiased.
-        mean = x.mean(axis=-1, keepdims=True)
         slope = (x @ self.ramp) / (self.ramp @ self.ramp)
-        np.multiply(slope[..., None], self.ramp, out=scratch)
-        scratch += mean
-        np.subtract(x, scratch, out=x, casting="same_kind")
+        np.multiply(slope[..., None], self.ramp, out=trend)
+        trend += (total / x.shape[-1])[..., None]
+        x -= trend
         self.stds.append(np.sqrt(np.einsum("sct,sct->sc", x, x, dtype=np.float64)
                                  / x.shape[-1]))
         self.ptp = np.maximum(self.ptp, (x.max(axis=-1) - x.min(axis=-1)).max(axis=0))
