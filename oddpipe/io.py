@@ -96,15 +96,18 @@ def read_columns(path: Path) -> Columns:
     """A TSV as columns: identifiers (ID_COLUMNS) stay strings, others become int or float
     arrays when every value parses (n/a as NaN), else strings."""
     with open(path, newline="") as fh:
-        rows = list(csv.reader(fh, delimiter="\t"))
-    if not rows:
-        raise OddpipeError(f"{path}: empty table, no header; rerun the stage that wrote it")
-    header, body = rows[0], rows[1:]
-    if any(len(r) != len(header) for r in body):
-        raise OddpipeError(f"{path}: rows with a different number of fields than the "
-                           "header; rerun the stage that wrote it")
-    values = list(zip(*body)) if body else [()] * len(header)
-    return {name: typed(name, list(col)) for name, col in zip(header, values)}
+        reader = csv.reader(fh, delimiter="\t")
+        header = next(reader, None)
+        if header is None:
+            raise OddpipeError(f"{path}: empty table, no header; rerun the stage that wrote it")
+        values: list[list[str]] = [[] for _ in header]  # column by column: no row lists kept
+        for row in reader:
+            if len(row) != len(header):
+                raise OddpipeError(f"{path}: line {reader.line_num} has {len(row)} fields, the "
+                                   f"header {len(header)}; rerun the stage that wrote it")
+            for col, v in zip(values, row):
+                col.append(v)
+    return {name: typed(name, col) for name, col in zip(header, values)}
 
 
 def typed(name: str, values: list[str]) -> np.ndarray:

@@ -53,13 +53,22 @@ def to_frame(columns: Columns) -> "pd.DataFrame":
 
 @dataclass
 class RecordingFeatures:
-    """Per-channel features of one recording, and its mean PSD for the report."""
+    """Per-channel features of one recording and what the report draws from it. The stage
+    keeps per recording only the median channel's PSD; the channels' PSDs come back for
+    the flagged recordings alone, so memory grows with what is flagged, not with the data."""
 
     recording: str
     columns: Columns  # one row per channel
     freqs: np.ndarray
-    psd: np.ndarray  # (channels, freqs)
+    psd: np.ndarray | None = None  # (channels, freqs) float32
     window_log_std: np.ndarray | None = None  # (windows, channels), inspection sample only
+    median_psd: np.ndarray | None = None  # (freqs,) float32, the median channel's
+
+    def reduced(self) -> "RecordingFeatures":
+        """The same features without the channels' PSDs (their median kept)."""
+        median = self.median_psd if self.psd is None else np.median(self.psd, axis=0)
+        return RecordingFeatures(self.recording, self.columns, self.freqs, None,
+                                 self.window_log_std, median)
 
     @property
     def table(self) -> "pd.DataFrame":
@@ -262,7 +271,7 @@ def scan_array(data: np.ndarray, sfreq: float, ch_names: list[str], line_freq: f
     starts = scan_starts(data.shape[1], seg_len, params.n_segments)
     columns, freqs, psd, _ = segment_features(array_segments(data, starts, seg_len), sfreq,
                                               line_freq, ch_names)
-    return RecordingFeatures(recording, columns, freqs, psd)
+    return RecordingFeatures(recording, columns, freqs, psd.astype(np.float32))
 
 
 def scan_and_sample(path: Path, recording: str, sfreq: float, ch_names: list[str],
@@ -287,11 +296,22 @@ def scan_recording(raw: "mne.io.BaseRaw | str", recording: str, line_freq: float
     starts = scan_starts(raw.n_times, seg_len, params.n_segments)
     columns, freqs, psd, _ = segment_features(read_segments(raw, starts, seg_len, picks),
                                               sfreq, line_freq, [raw.ch_names[i] for i in picks])
-    return RecordingFeatures(recording, columns, freqs, psd)
+    return RecordingFeatures(recording, columns, freqs, psd.astype(np.float32))
 
 
 def _scan_job(job: tuple, params: Outliers) -> tuple[RecordingFeatures, RecordingFeatures | None]:
-    return scan_and_sample(*job, params)
+    scan, sample = scan_and_sample(*job, params)
+    return scan.reduced(), sample
+
+
+def _psd_job(job: tuple, params: Outliers) -> np.ndarray:
+    """The channels' PSDs of one recording again (the scan is deterministic): the report's
+    evidence for a flagged recording."""
+    path, recording, sfreq, ch_names, line_freq, _ = job
+    psd = scan_array(continuous.open_data(path), sfreq, ch_names, line_freq, recording,
+                     params).psd
+    assert psd is not None
+    return psd
 
 
 def too_short(recordings: Columns, params: Outliers) -> dict[str, str]:
@@ -312,9 +332,9 @@ def sample_array(data: np.ndarray, sfreq: float, ch_names: list[str], recording:
     starts = starts[(starts >= 0) & (starts + seg_len <= data.shape[1])]
     if len(starts) == 0:
         return None
-    columns, freqs, psd, win = segment_features(array_segments(data, starts, seg_len), sfreq,
-                                                line_freq, ch_names)
-    return RecordingFeatures(recording, columns, freqs, psd, win)
+    columns, freqs, _, win = segment_features(array_segments(data, starts, seg_len), sfreq,
+                                              line_freq, ch_names)
+    return RecordingFeatures(recording, columns, freqs, window_log_std=win.astype(np.float32))
 
 
 def group_ids(*keys: np.ndarray) -> np.ndarray:
@@ -516,8 +536,14 @@ def detect(recordings: "pd.DataFrame | Columns", sample: "pd.DataFrame | Columns
     decisions = decide(flags, params, short)
     for rec in short:
         decisions[rec]["subject"] = subjects[rec]
-    return OutlierResult(with_sample(flags, sample_flags), decisions,
-                         {f.recording: f for f in scans}, {f.recording: f for f in samples})
+    bad = set(flags["recording"][flags["flagged"].astype(bool)])
+    bad_jobs = [job for job in jobs if job[1] in bad]
+    by_rec = {f.recording: f for f in scans}
+    for job, psd in zip(bad_jobs, map_recordings(partial(_psd_job, params=params), bad_jobs,
+                                                 runner)):
+        by_rec[job[1]].psd = psd
+    return OutlierResult(with_sample(flags, sample_flags), decisions, by_rec,
+                         {f.recording: f for f in samples})
 
 
 def evidence_arrays(result: OutlierResult) -> dict[str, np.ndarray]:
@@ -531,13 +557,14 @@ def evidence_arrays(result: OutlierResult) -> dict[str, np.ndarray]:
         names = [str(c) for c in feats.columns["channel"]]
         bad = [str(c) for c in f["channel"][flagged & (f["recording"] == rec)]]
         arrays[f"{rec}|freqs"] = feats.freqs.astype(np.float32)
-        arrays[f"{rec}|median_psd"] = np.median(feats.psd, axis=0).astype(np.float32)
+        arrays[f"{rec}|median_psd"] = feats.reduced().median_psd
         arrays[f"{rec}|flagged_channels"] = np.array(bad, dtype=str)
-        arrays[f"{rec}|flagged_psd"] = feats.psd[[names.index(c) for c in bad]].astype(np.float32)
+        arrays[f"{rec}|flagged_psd"] = (feats.psd[[names.index(c) for c in bad]] if bad
+                                        else np.zeros((0, len(feats.freqs)), np.float32))
     for rec, feats in result.samples.items():
         arrays[f"{rec}|sample_channels"] = np.array(
             [str(c) for c in feats.columns["channel"]], dtype=str)
-        arrays[f"{rec}|sample_log_std"] = feats.window_log_std.astype(np.float32)
+        arrays[f"{rec}|sample_log_std"] = feats.window_log_std
     return arrays
 
 
@@ -556,8 +583,10 @@ def load_evidence(path: Path) -> dict[str, np.ndarray]:
                            "stage (dvc repro outliers)") from None
 
 
-def summary_metrics(result: OutlierResult, events: "pd.DataFrame | Columns") -> dict:
-    """Small numbers for dvc metrics diff: what was flagged and what it cost."""
+def summary_metrics(result: OutlierResult, recordings: "pd.DataFrame | Columns") -> dict:
+    """Small numbers for dvc metrics diff: what was flagged and what it cost. Events are
+    counted from recordings.tsv (n_target + n_nontarget): events.tsv grows with the data."""
+    recordings = as_columns(recordings)
     f, d = result.columns, result.decisions
     dropped = [r for r, v in d.items() if v["action"] == "drop_recording"]
     flagged = f["flagged"].astype(bool)
@@ -565,7 +594,9 @@ def summary_metrics(result: OutlierResult, events: "pd.DataFrame | Columns") -> 
     sample_hit = np.array([v is True for v in f["sample_flagged"]], dtype=bool)
     scan_set = set(zip(f["recording"][flagged], f["channel"][flagged]))
     sample_set = set(zip(f["recording"][sample_hit], f["channel"][sample_hit]))
-    in_dropped = np.isin(np.asarray(events["recording"], dtype=object), dropped)
+    n_events = (np.asarray(recordings["n_target"], dtype=np.int64)
+                + np.asarray(recordings["n_nontarget"], dtype=np.int64))
+    n_removed = n_events[np.isin(np.asarray(recordings["recording"], dtype=object), dropped)]
     return {
         "n_recordings": len(d),
         "n_channels_checked": len(f["channel"]),
@@ -577,8 +608,8 @@ def summary_metrics(result: OutlierResult, events: "pd.DataFrame | Columns") -> 
         "max_line_excess_db": round(float(np.nanmax(f["line_excess_db"])), 2),
         "max_line_ratio_db": round(float(np.nanmax(f["line_ratio_db"])), 2),
         **global_line_noise(f),
-        "fraction_events_removed": round(float(in_dropped.mean()), 4) if len(in_dropped)
-        else 0.0,
+        "fraction_events_removed": round(float(n_removed.sum() / n_events.sum()), 4)
+        if n_events.sum() else 0.0,
         "sample_recordings_covered": len(set(f["recording"][sampled])),
         "sample_found_of_scan_flags": len(scan_set & sample_set),
         "sample_extra_flags": len(sample_set - scan_set),

@@ -27,10 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     def body(params: Params) -> None:
         ex = params.execution
         recordings = read_columns(args.ingest / "recordings.tsv")
-        events = read_columns(args.ingest / "events.tsv")
         sample = read_columns(args.sample / "sample.tsv")
         result = detect(recordings, sample, args.ingest, params.outliers, Runner.of(ex))
-        metrics = summary_metrics(result, events)
+        metrics = summary_metrics(result, recordings)
         write_columns(args.out / "outliers.tsv", result.columns)
         write_json(args.out / "outliers.json", {"recordings": result.decisions})
         write_json(args.metrics, metrics)

@@ -336,6 +336,8 @@ def corrupt(relpath: str, content: bytes):
 
 @pytest.mark.parametrize("stage, relpath, content, fix", [
     ("outliers", "data/ingest/sub-01*.npy", b"", "dvc repro ingest"),         # truncated
+    ("outliers", "data/ingest/recordings.tsv", b"", "rerun the stage that wrote it"),
+    ("outliers", "data/sample/sample.tsv", b"recording\tsample\nr1\n", "line 2 has 1 fields"),
     ("filter", "data/ingest/sub-01*.npy", b"\x93NUMPY junk", "dvc repro ingest"),
     ("outliers_report", "data/outliers/evidence.npz", b"junk", "dvc repro outliers"),
     ("outliers_report", "data/outliers/outliers.json", b"{", "dvc repro outliers"),

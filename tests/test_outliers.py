@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 
 from oddpipe.errors import OddpipeError
-from oddpipe.io import read_json, read_tsv
-from oddpipe.outliers import flag_channels, scan_recording, scan_starts, segment_features
+from oddpipe.io import read_columns, read_json, read_tsv
+from oddpipe.outliers import (detect, flag_channels, load_evidence, scan_recording, scan_starts,
+                              segment_features)
 from oddpipe.params import Outliers
 from tests.conftest import SMALL_SPEC, make_params, write_params
 from tests.pipeline import run_stages
@@ -65,6 +66,27 @@ def test_demo_decisions_and_metrics(small_demo, demo_outliers):
     assert metrics["sample_extra_flags"] == 0
     assert metrics["sample_recordings_covered"] == 9
     assert (work / "reports/outliers.html").stat().st_size > 0
+
+
+def test_channel_psds_kept_only_for_flagged_recordings(small_demo, demo_outliers):
+    """Memory grows with what is flagged: the stage keeps every recording's median PSD and
+    the channels' PSDs of the flagged recordings alone; the evidence shows the line peak."""
+    _, work = demo_outliers
+    params = make_params(small_demo["raw_dir"]).outliers
+    result = detect(read_columns(work / "data/ingest/recordings.tsv"),
+                    read_columns(work / "data/sample/sample.tsv"), work / "data/ingest", params)
+    contaminated = small_demo["truth"]["contaminated"]
+    assert {r for r, f in result.scans.items() if f.psd is not None} == set(contaminated)
+    assert all(f.median_psd.shape == f.freqs.shape for f in result.scans.values())
+    evidence = load_evidence(work / "data/outliers/evidence.npz")
+    for rec in result.scans:
+        bad = evidence[f"{rec}|flagged_psd"]
+        assert bad.shape == (len(contaminated.get(rec, [])), len(evidence[f"{rec}|freqs"]))
+        assert sorted(evidence[f"{rec}|flagged_channels"]) == sorted(contaminated.get(rec, []))
+    rec = sorted(contaminated)[0]
+    at_60 = np.argmin(np.abs(evidence[f"{rec}|freqs"] - 60.0))
+    median = evidence[f"{rec}|median_psd"][at_60]
+    assert (evidence[f"{rec}|flagged_psd"][:, at_60] > 100 * median).all()  # > 20 dB
 
 
 # ---- unit edge cases ---------------------------------------------------------------
