@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import itertools
 import logging
+import shutil
+import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -299,19 +302,32 @@ def scan_recording(raw: "mne.io.BaseRaw | str", recording: str, line_freq: float
     return RecordingFeatures(recording, columns, freqs, psd.astype(np.float32))
 
 
-def _scan_job(job: tuple, params: Outliers) -> tuple[RecordingFeatures, RecordingFeatures | None]:
+def _scan_job(job: tuple, params: Outliers,
+              spill: Path) -> tuple[RecordingFeatures, RecordingFeatures | None]:
+    """Both checks of one recording; its channels' PSDs wait on disk (in spill) until the
+    pooled decision says whether the report needs them."""
     scan, sample = scan_and_sample(*job, params)
+    np.save(spill_path(spill, job), scan.psd)
     return scan.reduced(), sample
 
 
-def _psd_job(job: tuple, params: Outliers) -> np.ndarray:
-    """The channels' PSDs of one recording again (the scan is deterministic): the report's
-    evidence for a flagged recording."""
-    path, recording, sfreq, ch_names, line_freq, _ = job
-    psd = scan_array(continuous.open_data(path), sfreq, ch_names, line_freq, recording,
-                     params).psd
-    assert psd is not None
-    return psd
+def spill_path(spill: Path, job: tuple) -> Path:
+    return spill / f"{Path(job[0]).stem}.psd.npy"  # named after the unique ingested array
+
+
+@contextmanager
+def spill_dir(where: Path | None) -> Iterator[Path]:
+    """A scratch folder for the channels' PSDs, removed afterwards. The stage puts it under
+    its output folder, which Dask workers see too; the library default is a temp folder."""
+    if where is None:
+        with tempfile.TemporaryDirectory(prefix="oddpipe-psd-") as tmp:
+            yield Path(tmp)
+        return
+    where.mkdir(parents=True, exist_ok=True)
+    try:
+        yield where
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
 
 
 def too_short(recordings: Columns, params: Outliers) -> dict[str, str]:
@@ -510,8 +526,11 @@ def with_sample(flags: Columns, sample_flags: Columns | None) -> Columns:
 
 
 def detect(recordings: "pd.DataFrame | Columns", sample: "pd.DataFrame | Columns",
-           ingest_dir: Path, params: Outliers, runner: Runner = SERIAL) -> OutlierResult:
-    """Scan every recording, check the inspection sample, decide on the scan."""
+           ingest_dir: Path, params: Outliers, runner: Runner = SERIAL,
+           scratch: Path | None = None) -> OutlierResult:
+    """Scan every recording, check the inspection sample, decide on the scan. Memory grows
+    with what is flagged, not with the data: per recording only the median channel's PSD
+    stays in memory, and the flagged recordings' channel PSDs are read back from scratch."""
     recordings, sample = as_columns(recordings), as_columns(sample)
     short = too_short(recordings, params)
     for rec, reason in short.items():
@@ -527,23 +546,31 @@ def detect(recordings: "pd.DataFrame | Columns", sample: "pd.DataFrame | Columns
              parse_line_freq(recordings["line_freq"][i]),
              sampled[sample["recording"] == recordings["recording"][i]])
             for i in scannable]
-    pairs = map_recordings(partial(_scan_job, params=params), jobs, runner)
-    scans = [scan for scan, _ in pairs]
-    samples = [sample for _, sample in pairs if sample is not None]
+    with spill_dir(scratch) as spill:
+        pairs = map_recordings(partial(_scan_job, params=params, spill=spill), jobs, runner)
+        scans = [scan for scan, _ in pairs]
+        result = decide_pooled(scans, [s for _, s in pairs if s is not None], recordings,
+                               short, params)
+        f = result.columns
+        bad = set(f["recording"][f["flagged"].astype(bool)])
+        for job, scan in zip(jobs, scans):
+            if scan.recording in bad:
+                scan.psd = np.load(spill_path(spill, job), allow_pickle=False)
+    return result
+
+
+def decide_pooled(scans: list[RecordingFeatures], samples: list[RecordingFeatures],
+                  recordings: Columns, short: dict[str, str],
+                  params: Outliers) -> OutlierResult:
+    """Flags on the pooled scan (and, beside them, on the pooled inspection sample)."""
     subjects = {str(r): str(s) for r, s in zip(recordings["recording"], recordings["subject"])}
     flags = flag_columns(features_columns(scans, subjects), params)
     sample_flags = flag_columns(features_columns(samples, subjects), params) if samples else None
     decisions = decide(flags, params, short)
     for rec in short:
         decisions[rec]["subject"] = subjects[rec]
-    bad = set(flags["recording"][flags["flagged"].astype(bool)])
-    bad_jobs = [job for job in jobs if job[1] in bad]
-    by_rec = {f.recording: f for f in scans}
-    for job, psd in zip(bad_jobs, map_recordings(partial(_psd_job, params=params), bad_jobs,
-                                                 runner)):
-        by_rec[job[1]].psd = psd
-    return OutlierResult(with_sample(flags, sample_flags), decisions, by_rec,
-                         {f.recording: f for f in samples})
+    return OutlierResult(with_sample(flags, sample_flags), decisions,
+                         {f.recording: f for f in scans}, {f.recording: f for f in samples})
 
 
 def evidence_arrays(result: OutlierResult) -> dict[str, np.ndarray]:

@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         ex = params.execution
         recordings = read_columns(args.ingest / "recordings.tsv")
         sample = read_columns(args.sample / "sample.tsv")
-        result = detect(recordings, sample, args.ingest, params.outliers, Runner.of(ex))
+        result = detect(recordings, sample, args.ingest, params.outliers, Runner.of(ex),
+                        scratch=args.out / ".channel-psds")
         metrics = summary_metrics(result, recordings)
         write_columns(args.out / "outliers.tsv", result.columns)
         write_json(args.out / "outliers.json", {"recordings": result.decisions})
