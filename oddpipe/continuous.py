@@ -85,8 +85,10 @@ def read_channels(out_dir: Path) -> tuple[list[str], list[str]]:
 
 def to_raw(data: np.ndarray, names: list[str], types: list[str],
            sfreq: float) -> "mne.io.RawArray":
-    """An MNE Raw of one recording (float64 in memory, as MNE filters need)."""
+    """An MNE Raw of one recording (float64 in memory, as MNE filters need). A float64
+    array is wrapped, not copied: filters applied to the Raw change it in place."""
     import mne  # imported here: the outliers stage reads arrays and never needs MNE
 
     info = mne.create_info(names, sfreq, types, verbose="error")
-    return mne.io.RawArray(np.asarray(data, dtype=np.float64), info, verbose="error")
+    return mne.io.RawArray(np.asarray(data, dtype=np.float64), info, copy="info",
+                           verbose="error")

@@ -99,6 +99,8 @@ def bridge_gaps(data: np.ndarray, kept: np.ndarray) -> np.ndarray:
     """Interpolate the non-finite samples of the kept channels in place, and return where
     they were (any kept channel, per sample). A filter spreads one NaN over the whole
     channel, so a short burst the outliers scan missed would cost every epoch."""
+    if np.isfinite(data.sum(axis=1)[kept]).all():  # the usual case, found in one pass
+        return np.zeros(data.shape[1], dtype=bool)
     bad = ~np.isfinite(data)
     bad[~kept] = False  # flagged channels stay as they are: they are zeroed after epoching
     index = np.arange(data.shape[1])
@@ -129,8 +131,9 @@ def epoch_recording(source: Continuous, recording: str, events: pd.DataFrame,
     # how much they would have inflated the scale; then they are zeroed and masked.
     raw.info["bads"] = [c for c in drop_channels if not np.isfinite(raw.get_data(picks=[c])).all()]
     filter_raw(raw, params, line_freq)
-    data, inside = cut_epochs(raw.get_data(), events["sample"].to_numpy(), raw.info["sfreq"],
-                              params)
+    # RawArray(copy="info") wraps `data` and MNE filters a Raw in place (both documented):
+    # the filtered recording is in `data`, no get_data copy of it
+    data, inside = cut_epochs(data, events["sample"].to_numpy(), raw.info["sfreq"], params)
     table = events[inside][EPOCH_COLUMNS + ["split"]].reset_index(drop=True)  # aligned
     if len(table) == 0:
         return RecordingEpochs(recording, None, table, len(events))
@@ -160,11 +163,14 @@ def cut_epochs(data: np.ndarray, samples: np.ndarray, sfreq: float,
     first = start + (-start) % params.decim  # the first sample on the grid
     last = first + (stop - first) // params.decim * params.decim  # the grid's last
     inside = (samples + start >= 0) & (samples + last < data.shape[1])
-    windows = samples[inside, None] + np.arange(first, last + 1)
-    epochs = data[:, windows].transpose(1, 0, 2)  # (epochs, channels, times)
+    starts = samples[inside, None]
+    # Gather the decimated grid alone, and the baseline's full-rate samples apart: the same
+    # values in the same order as slicing whole windows, a quarter of the copying at decim 4.
+    epochs = data[:, starts + np.arange(first, last + 1, params.decim)].transpose(1, 0, 2)
     if params.baseline:  # params guarantee tmin < 0
-        epochs -= epochs[..., :min(-first, last - first) + 1].mean(axis=-1, keepdims=True)
-    return epochs[..., ::params.decim].astype(np.float32), inside
+        base = data[:, starts + np.arange(first, first + min(-first, last - first) + 1)]
+        epochs -= base.mean(axis=-1, keepdims=True).transpose(1, 0, 2)
+    return epochs.astype(np.float32), inside
 
 
 def assemble_split(parts: list[RecordingEpochs], split: str, n_ch: int, n_times: int,
