@@ -95,7 +95,7 @@ def read_tsv(path: Path) -> pd.DataFrame:
 def read_columns(path: Path) -> Columns:
     """A TSV as columns: identifiers (ID_COLUMNS) stay strings, others become int or float
     arrays when every value parses (n/a as NaN), else strings."""
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # a BOM from a spreadsheet
         reader = csv.reader(fh, delimiter="\t")
         header = next(reader, None)
         if header is None:
@@ -108,6 +108,41 @@ def read_columns(path: Path) -> Columns:
             for col, v in zip(values, row):
                 col.append(v)
     return {name: typed(name, col) for name, col in zip(header, values)}
+
+
+KINDS = {"text": "text", "count": "a whole number >= 0", "positive": "a number > 0"}
+
+
+def require_columns(table: Columns, path: Path, spec: dict[str, str], fix: str) -> None:
+    """The columns a stage reads, each of its kind (see KINDS), and at least one row: else
+    one message naming the file, the column and a bad value, and the fix."""
+    missing = [c for c in spec if c not in table]
+    if missing:
+        raise OddpipeError(f"{path}: no column {', '.join(missing)}; {fix}")
+    for name, kind in spec.items():
+        values = table[name]
+        if kind == "text":  # numbers are text too (a line_freq of 60)
+            bad = (np.flatnonzero([v == "" for v in values]) if values.dtype == object
+                   else np.array([], dtype=int))
+        elif values.dtype.kind not in "iuf":
+            bad = np.arange(len(values))[[not _is_number(v) for v in values]]
+        elif kind == "count":
+            bad = np.flatnonzero(~np.isfinite(values) | (values < 0) | (values % 1 != 0))
+        else:
+            bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)))
+        if len(bad):
+            raise OddpipeError(f"{path}: column {name}, line {bad[0] + 2}: {values[bad[0]]!r} "
+                               f"is not {KINDS[kind]}; {fix}")
+    if not len(next(iter(table.values()), [])):
+        raise OddpipeError(f"{path}: no rows, only a header; {fix}")
+
+
+def _is_number(value: object) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def typed(name: str, values: list[str]) -> np.ndarray:

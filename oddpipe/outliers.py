@@ -27,7 +27,7 @@ import numpy as np
 
 from oddpipe import continuous
 from oddpipe.errors import OddpipeError
-from oddpipe.io import Columns
+from oddpipe.io import Columns, require_columns
 from oddpipe.parallel import SERIAL, Runner, map_recordings
 from oddpipe.params import Outliers
 
@@ -282,6 +282,9 @@ def scan_and_sample(path: Path, recording: str, sfreq: float, ch_names: list[str
                     params: Outliers) -> tuple[RecordingFeatures, RecordingFeatures | None]:
     """Both checks of one ingested recording, read from its memory-mapped array."""
     data = continuous.open_data(path)
+    if data.shape[0] != len(ch_names):
+        raise OddpipeError(f"{path}: {data.shape[0]} channels, channels.tsv lists "
+                           f"{len(ch_names)}; rerun the ingest stage (dvc repro ingest)")
     return (scan_array(data, sfreq, ch_names, line_freq, recording, params),
             sample_array(data, sfreq, ch_names, recording, samples, line_freq))
 
@@ -306,28 +309,24 @@ def _scan_job(job: tuple, params: Outliers,
               spill: Path) -> tuple[RecordingFeatures, RecordingFeatures | None]:
     """Both checks of one recording; its channels' PSDs wait on disk (in spill) until the
     pooled decision says whether the report needs them."""
+    index, job = job[0], job[1:]
     scan, sample = scan_and_sample(*job, params)
-    np.save(spill_path(spill, job), scan.psd)
+    np.save(spill / f"{index}.npy", scan.psd)
     return scan.reduced(), sample
 
 
-def spill_path(spill: Path, job: tuple) -> Path:
-    return spill / f"{Path(job[0]).stem}.psd.npy"  # named after the unique ingested array
-
-
 @contextmanager
-def spill_dir(where: Path | None) -> Iterator[Path]:
-    """A scratch folder for the channels' PSDs, removed afterwards. The stage puts it under
-    its output folder, which Dask workers see too; the library default is a temp folder."""
-    if where is None:
-        with tempfile.TemporaryDirectory(prefix="oddpipe-psd-") as tmp:
-            yield Path(tmp)
-        return
-    where.mkdir(parents=True, exist_ok=True)
+def spill_dir(parent: Path | None) -> Iterator[Path]:
+    """A fresh scratch folder for the channels' PSDs, removed afterwards. The stage makes it
+    inside its output folder, which Dask workers see too; the library default is in the
+    system's temp folder."""
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".channel-psds-", dir=parent))
     try:
-        yield where
+        yield tmp
     finally:
-        shutil.rmtree(where, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def too_short(recordings: Columns, params: Outliers) -> dict[str, str]:
@@ -479,6 +478,40 @@ def parse_line_freq(value: object) -> float | str:
     return "auto" if str(value) == "auto" else float(value)
 
 
+RECORDINGS_SPEC = {"recording": "text", "subject": "text", "data": "text", "source": "text",
+                   "sfreq": "positive", "duration_s": "positive", "line_freq": "text",
+                   "n_target": "count", "n_nontarget": "count"}
+SAMPLE_SPEC = {"recording": "text", "sample": "count"}
+
+
+def check_tables(recordings: Columns, sample: Columns, recordings_path: Path,
+                 sample_path: Path) -> None:
+    """What the stage reads from ingest and sample, checked before any work."""
+    fix_ingest, fix_sample = ("rerun the ingest stage (dvc repro ingest)",
+                              "rerun the sample stage (dvc repro sample)")
+    require_columns(recordings, recordings_path, RECORDINGS_SPEC, fix_ingest)
+    require_columns(sample, sample_path, SAMPLE_SPEC, fix_sample)
+    names, counts = np.unique(recordings["recording"].astype(str), return_counts=True)
+    if (counts > 1).any():
+        raise OddpipeError(f"{recordings_path}: recording {names[counts > 1][0]!r} is listed "
+                           f"{counts.max()} times; {fix_ingest}")
+    for value in recordings["line_freq"]:
+        if value != "auto" and not (_positive(value)):
+            raise OddpipeError(f"{recordings_path}: line_freq {value!r} is neither a "
+                               f"frequency nor auto; {fix_ingest}")
+    stale = sorted(set(sample["recording"]) - set(names))
+    if stale:
+        raise OddpipeError(f"{sample_path}: recording {stale[0]!r} is not in "
+                           f"{recordings_path.name} (an older sample); {fix_sample}")
+
+
+def _positive(value: object) -> bool:
+    try:
+        return bool(np.isfinite(float(value)) and float(value) > 0)
+    except (TypeError, ValueError):
+        return False
+
+
 def global_line_noise(flags: "pd.DataFrame | Columns", min_db: float = AUTO_MIN_DB) -> dict:
     """Is line noise everywhere? Then flags rank channels instead of drowning the report."""
     ratios = np.asarray(flags["line_ratio_db"], dtype=np.float64)
@@ -527,7 +560,7 @@ def with_sample(flags: Columns, sample_flags: Columns | None) -> Columns:
 
 def detect(recordings: "pd.DataFrame | Columns", sample: "pd.DataFrame | Columns",
            ingest_dir: Path, params: Outliers, runner: Runner = SERIAL,
-           scratch: Path | None = None) -> OutlierResult:
+           scratch_parent: Path | None = None) -> OutlierResult:
     """Scan every recording, check the inspection sample, decide on the scan. Memory grows
     with what is flagged, not with the data: per recording only the median channel's PSD
     stays in memory, and the flagged recordings' channel PSDs are read back from scratch."""
@@ -541,12 +574,12 @@ def detect(recordings: "pd.DataFrame | Columns", sample: "pd.DataFrame | Columns
                            f"({params.segment_s} s); lower it")
     channels, _ = continuous.read_channels(ingest_dir)
     sampled = np.asarray(sample["sample"], dtype=np.int64)
-    jobs = [(Path(ingest_dir) / recordings["data"][i], str(recordings["recording"][i]),
+    jobs = [(i, Path(ingest_dir) / recordings["data"][i], str(recordings["recording"][i]),
              float(recordings["sfreq"][i]), channels,
              parse_line_freq(recordings["line_freq"][i]),
              sampled[sample["recording"] == recordings["recording"][i]])
             for i in scannable]
-    with spill_dir(scratch) as spill:
+    with spill_dir(scratch_parent) as spill:
         pairs = map_recordings(partial(_scan_job, params=params, spill=spill), jobs, runner)
         scans = [scan for scan, _ in pairs]
         result = decide_pooled(scans, [s for _, s in pairs if s is not None], recordings,
@@ -555,7 +588,7 @@ def detect(recordings: "pd.DataFrame | Columns", sample: "pd.DataFrame | Columns
         bad = set(f["recording"][f["flagged"].astype(bool)])
         for job, scan in zip(jobs, scans):
             if scan.recording in bad:
-                scan.psd = np.load(spill_path(spill, job), allow_pickle=False)
+                scan.psd = np.load(spill / f"{job[0]}.npy", allow_pickle=False)
     return result
 
 

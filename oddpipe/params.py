@@ -173,7 +173,8 @@ class Sample(Section):
 
 
 class Outliers(Section):
-    segment_s: float = Field(4.0, gt=0)
+    # at least 1 s: the line-noise ratio compares bins 2-6 Hz away (1 Hz resolution or finer)
+    segment_s: float = Field(4.0, ge=1.0)
     n_segments: int = Field(20, ge=1)
     line_excess_db: float = Field(12.0, gt=0)
     amp_z: float = Field(6.0, gt=0)

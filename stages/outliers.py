@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from oddpipe.io import read_columns, write_columns, write_json
-from oddpipe.outliers import detect, evidence_arrays, save_evidence, summary_metrics
+from oddpipe.outliers import (check_tables, detect, evidence_arrays, save_evidence,
+                              summary_metrics)
 from oddpipe.parallel import Runner
 from oddpipe.params import Params
 from stages._common import parser, run_stage, write_stage_record
@@ -28,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         ex = params.execution
         recordings = read_columns(args.ingest / "recordings.tsv")
         sample = read_columns(args.sample / "sample.tsv")
+        check_tables(recordings, sample, args.ingest / "recordings.tsv",
+                     args.sample / "sample.tsv")
         result = detect(recordings, sample, args.ingest, params.outliers, Runner.of(ex),
-                        scratch=args.out / ".channel-psds")
+                        scratch_parent=args.out)
         metrics = summary_metrics(result, recordings)
         write_columns(args.out / "outliers.tsv", result.columns)
         write_json(args.out / "outliers.json", {"recordings": result.decisions})

@@ -361,3 +361,53 @@ def test_a_pickled_npy_is_refused(stage_work, tmp_path):
 def test_the_report_without_any_flag_still_renders(stage_work, tmp_path):
     code, err = rerun(stage_work, tmp_path, "outliers_report")
     assert code == 0, err
+
+
+def edit_cell(relpath: str, column: str, row: int, value: str):
+    """Set one cell of a stage's TSV (row 0 is the first after the header)."""
+    def change(work):
+        path = work / relpath
+        lines = path.read_text().splitlines()
+        i = lines[0].split("\t").index(column)
+        cells = lines[row + 1].split("\t")
+        cells[i] = value
+        lines[row + 1] = "\t".join(cells)
+        path.write_text("\n".join(lines) + "\n")
+    return change
+
+
+@pytest.mark.parametrize("relpath, column, row, value, words", [
+    ("data/ingest/recordings.tsv", "sfreq", 1, "fast",
+     "column sfreq, line 3: 'fast' is not a number > 0; rerun the ingest stage"),
+    ("data/ingest/recordings.tsv", "n_target", 0, "n/a", "column n_target, line 2"),
+    ("data/ingest/recordings.tsv", "line_freq", 0, "sixty", "line_freq 'sixty' is neither"),
+    ("data/ingest/recordings.tsv", "recording", 1, "sub-01_run-01_raw", "listed 2 times"),
+    ("data/sample/sample.tsv", "sample", 0, "soon", "column sample, line 2: 'soon' is not a "
+     "whole number >= 0; rerun the sample stage (dvc repro sample)"),
+    ("data/sample/sample.tsv", "recording", 0, "sub-09_run-01_raw",
+     "'sub-09_run-01_raw' is not in recordings.tsv (an older sample)"),
+])
+def test_a_bad_cell_in_the_outliers_inputs_is_named_before_any_work(
+        stage_work, tmp_path, relpath, column, row, value, words):
+    code, err = rerun(stage_work, tmp_path, "outliers", edit_cell(relpath, column, row, value))
+    assert code == 1 and "Traceback" not in err, err
+    assert relpath.split("/")[-1] in err and words in err, err
+
+
+def test_an_array_with_other_channels_than_channels_tsv_is_named(stage_work, tmp_path):
+    def fewer(work):
+        path = sorted((work / "data/ingest").glob("sub-02*.npy"))[0]
+        np.save(path, np.load(path)[:3])
+    code, err = rerun(stage_work, tmp_path, "outliers", fewer)
+    assert code == 1 and "Traceback" not in err, err
+    assert "sub-02_run-01_raw.npy: 3 channels, channels.tsv lists 4" in err, err
+
+
+def test_a_spreadsheet_bom_is_read_and_no_scratch_is_left(stage_work, tmp_path):
+    def bom(work):
+        path = work / "data/ingest/recordings.tsv"
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    code, err = rerun(stage_work, tmp_path, "outliers", bom)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "copy/data/outliers").iterdir()) == [
+        "evidence.npz", "outliers.json", "outliers.tsv", "stage.json"]
