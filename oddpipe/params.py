@@ -274,19 +274,19 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: dict[str, Any], source: str = "params.yaml") -> str:
     loc = tuple(p for p in err["loc"])
     where = ".".join(str(p) for p in loc) or "params"
     if err["type"] == "extra_forbidden":
         close = difflib.get_close_matches(str(loc[-1]), _allowed_keys(Params, loc), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        return f"params.yaml: unknown key '{where}'{hint}"
+        return f"{source}: unknown key '{where}'{hint}"
     if err["type"] == "missing":
-        return f"params.yaml: missing required key '{where}'"
+        return f"{source}: missing required key '{where}'"
     if err["type"] == "value_error":  # a cross-field rule: the message says it all
         msg = err["msg"].removeprefix("Value error, ")
-        return f"params.yaml: {where}: {msg}" if loc else f"params.yaml: {msg}"
-    return f"params.yaml: {where}: {err['msg']} (got {err.get('input')!r})"
+        return f"{source}: {where}: {msg}" if loc else f"{source}: {msg}"
+    return f"{source}: {where}: {err['msg']} (got {err.get('input')!r})"
 
 
 UNION_TAG = re.compile(r"^(str|int|float|bool|none|literal\[.*\]|list\[.*\]|dict\[.*\])$")
@@ -307,12 +307,14 @@ def _one_per_problem(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(merged.values())
 
 
-def parse_params(raw: dict[str, Any]) -> Params:
-    """Validate a params mapping; raise ParamsError with one line per problem."""
+def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
+    """Validate a params mapping; raise ParamsError with one line per problem, each
+    naming the source file."""
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ParamsError([_describe(e) for e in _one_per_problem(exc.errors())]) from None
+        raise ParamsError([_describe(e, source) for e in _one_per_problem(exc.errors())]
+                          ) from None
 
 
 def load_params(path: Path) -> Params:
@@ -334,4 +336,4 @@ def load_params(path: Path) -> Params:
         raise ParamsError([f"{path}: not valid YAML{where} ({problem}); fix the syntax"]) from None
     if not isinstance(raw, dict):
         raise ParamsError([f"{path}: expected a mapping of sections, got {type(raw).__name__}"])
-    return parse_params(raw)
+    return parse_params(raw, str(path))

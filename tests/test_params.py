@@ -164,3 +164,14 @@ def test_layout_is_files_or_bids():
     raw = copy.deepcopy(default_params())
     assert parse_params(raw).ingest.layout == "files"
     assert parse_params(raw).ingest.channels == "common"
+
+
+def test_problems_name_the_params_file_given(tmp_path):
+    raw = copy.deepcopy(default_params())
+    raw["outliers"]["segment_s"] = 0.5  # below 1 s: 2-6 Hz neighbours need 1 Hz bins
+    path = tmp_path / "exp-2.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert info.value.problems == [f"{path}: outliers.segment_s: Input should be greater "
+                                   "than or equal to 1 (got 0.5)"]
