@@ -64,8 +64,7 @@ def open_data(path: Path) -> np.ndarray:
     """The (channels, times) float32 array of one recording, memory-mapped, read-only."""
     try:
         data = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, EOFError) as exc:  # truncated, empty, not .npy, or Python objects
-        # (never unpickled)
+    except (ValueError, EOFError) as exc:  # truncated, empty, not .npy, or pickled objects
         raise OddpipeError(f"{path}: not a readable (channels, times) array ({exc}); rerun "
                            "the ingest stage (dvc repro ingest)") from None
     if data.ndim != 2 or data.dtype != np.float32:

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,39 +111,45 @@ def read_columns(path: Path) -> Columns:
     return {name: typed(name, col) for name, col in zip(header, values)}
 
 
-KINDS = {"text": "text", "count": "a whole number >= 0", "positive": "a number > 0"}
+def _number(value: object) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _count(value: object) -> bool:
+    x = _number(value)
+    return x is not None and np.isfinite(x) and x >= 0 and x % 1 == 0
+
+
+def _positive(value: object) -> bool:
+    x = _number(value)
+    return x is not None and np.isfinite(x) and x > 0
+
+
+KINDS: dict[str, tuple[str, Callable[[object], bool]]] = {
+    "text": ("text", lambda v: str(v) != ""),
+    "count": ("a whole number >= 0", _count),
+    "positive": ("a number > 0", _positive),
+    "frequency": ("a frequency in Hz or auto", lambda v: v == "auto" or _positive(v)),
+}
 
 
 def require_columns(table: Columns, path: Path, spec: dict[str, str], fix: str) -> None:
     """The columns a stage reads, each of its kind (see KINDS), and at least one row: else
-    one message naming the file, the column and a bad value, and the fix."""
+    one message naming the file, the column, the line and the value, and the fix."""
     missing = [c for c in spec if c not in table]
     if missing:
         raise OddpipeError(f"{path}: no column {', '.join(missing)}; {fix}")
     for name, kind in spec.items():
-        values = table[name]
-        if kind == "text":  # numbers are text too (a line_freq of 60)
-            bad = (np.flatnonzero([v == "" for v in values]) if values.dtype == object
-                   else np.array([], dtype=int))
-        elif values.dtype.kind not in "iuf":
-            bad = np.arange(len(values))[[not _is_number(v) for v in values]]
-        elif kind == "count":
-            bad = np.flatnonzero(~np.isfinite(values) | (values < 0) | (values % 1 != 0))
-        else:
-            bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)))
-        if len(bad):
-            raise OddpipeError(f"{path}: column {name}, line {bad[0] + 2}: {values[bad[0]]!r} "
-                               f"is not {KINDS[kind]}; {fix}")
+        what, ok = KINDS[kind]
+        bad = next((i for i, v in enumerate(table[name].tolist()) if not ok(v)), None)
+        if bad is not None:
+            raise OddpipeError(f"{path}: column {name}, line {bad + 2}: "
+                               f"{table[name][bad]!r} is not {what}; {fix}")
     if not len(next(iter(table.values()), [])):
         raise OddpipeError(f"{path}: no rows, only a header; {fix}")
-
-
-def _is_number(value: object) -> bool:
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def typed(name: str, values: list[str]) -> np.ndarray:

@@ -380,7 +380,7 @@ def edit_cell(relpath: str, column: str, row: int, value: str):
     ("data/ingest/recordings.tsv", "sfreq", 1, "fast",
      "column sfreq, line 3: 'fast' is not a number > 0; rerun the ingest stage"),
     ("data/ingest/recordings.tsv", "n_target", 0, "n/a", "column n_target, line 2"),
-    ("data/ingest/recordings.tsv", "line_freq", 0, "sixty", "line_freq 'sixty' is neither"),
+    ("data/ingest/recordings.tsv", "line_freq", 0, "sixty", "column line_freq, line 2: 'sixty' is not a frequency in Hz or auto"),
     ("data/ingest/recordings.tsv", "recording", 1, "sub-01_run-01_raw", "listed 2 times"),
     ("data/sample/sample.tsv", "sample", 0, "soon", "column sample, line 2: 'soon' is not a "
      "whole number >= 0; rerun the sample stage (dvc repro sample)"),
