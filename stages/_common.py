@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import logging
 import resource
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +26,8 @@ def parser(description: str) -> argparse.ArgumentParser:
 def run_stage(name: str, body: Callable[[Params], None], params_path: Path) -> int:
     """Run a stage body; a user-facing problem prints one clear message, no traceback."""
     start = time.perf_counter()
+    if threading.current_thread() is threading.main_thread():  # scratch folders are then
+        signal.signal(signal.SIGTERM, _terminated)  # removed on SIGTERM as on Ctrl-C
     try:
         params = load_params(params_path)
         logging.basicConfig(level=params.execution.log_level,
@@ -47,6 +51,10 @@ def run_stage(name: str, body: Callable[[Params], None], params_path: Path) -> i
               "check the path exists and is writable", file=sys.stderr)
         return 1
     return 0
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def peak_rss_mb() -> float:

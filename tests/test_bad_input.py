@@ -8,6 +8,9 @@ import io
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from contextlib import redirect_stderr
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from oddpipe import continuous
 from oddpipe.errors import OddpipeError
 from oddpipe.ingest import run_ingest
 from oddpipe.params import parse_params
-from tests.conftest import default_params
+from tests.conftest import REPO, default_params
 from tests.pipeline import STAGES, run_stages, working_dir
 from tests.test_filtering import SFREQ, make_recording
 from tests.test_filtering import run as run_epochs
@@ -411,3 +414,24 @@ def test_a_spreadsheet_bom_is_read_and_no_scratch_is_left(stage_work, tmp_path):
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "copy/data/outliers").iterdir()) == [
         "evidence.npz", "outliers.json", "outliers.tsv", "stage.json"]
+
+
+def test_sigterm_during_a_stage_removes_its_scratch_folder(tmp_path):
+    """A stage killed with SIGTERM (a scheduler's kill) cleans up as on Ctrl-C."""
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(default_params()))
+    script = (
+        "import os, signal, sys, time\n"
+        "from pathlib import Path\n"
+        "from oddpipe.outliers import spill_dir\n"
+        "from stages._common import run_stage\n"
+        "def body(params):\n"
+        "    with spill_dir(Path(sys.argv[2])):\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(30)\n"
+        "sys.exit(run_stage('outliers', body, Path(sys.argv[1])))\n")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", script, str(params), str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    assert out.is_dir() and list(out.iterdir()) == []
