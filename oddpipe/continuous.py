@@ -23,7 +23,10 @@ if TYPE_CHECKING:
     import mne
 
 CHANNELS_FILE = "channels.tsv"
-CHUNK_VALUES = 4_000_000  # samples x channels copied per chunk (32 MB as float64)
+CHUNK_VALUES = 4_000_000  # a recording of up to this many samples x channels is held whole
+# (16 MB as float32); a longer one streams into a memory-mapped .npy
+READ_VALUES = 1 << 20  # samples x channels per MNE read: malloc reuses its 8 MB float64
+# buffer from read to read, where a whole-file buffer is faulted in afresh (bench/RESULTS.md)
 
 
 def data_path(out_dir: Path, recording: str) -> Path:
@@ -39,16 +42,27 @@ def fits_one_chunk(n_times: int, n_channels: int) -> bool:
     return n_times * max(n_channels, 1) <= CHUNK_VALUES
 
 
-def stream_raw(raw: "mne.io.BaseRaw", picks: list[str], path: Path) -> int:
-    """Copy the picked channels of an unloaded Raw to a .npy chunk by chunk: memory stays
-    bounded however long the file is. Returns the number of samples written."""
-    step = max(1, CHUNK_VALUES // max(len(picks), 1))
-    if fits_one_chunk(raw.n_times, len(picks)):  # a sequential write, no memmap page faults
-        return write_array(raw.get_data(picks=picks), path)
-    out = create(path, len(picks), raw.n_times)
+def read_into(raw: "mne.io.BaseRaw", picks: list[str], out: np.ndarray) -> np.ndarray:
+    """Fill `out` (channels, times) with the picked channels, a few MB per read."""
+    step = max(1, min(READ_VALUES, CHUNK_VALUES) // max(len(picks), 1))
     for start in range(0, raw.n_times, step):
         stop = min(start + step, raw.n_times)
         out[:, start:stop] = raw.get_data(picks=picks, start=start, stop=stop)
+    return out
+
+
+def read_float32(raw: "mne.io.BaseRaw", picks: list[str]) -> np.ndarray:
+    """The picked channels in memory as float32 (for a file that fits one chunk)."""
+    return read_into(raw, picks, np.empty((len(picks), raw.n_times), dtype=np.float32))
+
+
+def stream_raw(raw: "mne.io.BaseRaw", picks: list[str], path: Path) -> int:
+    """Copy the picked channels of an unloaded Raw to a .npy chunk by chunk: memory stays
+    bounded however long the file is. Returns the number of samples written."""
+    if fits_one_chunk(raw.n_times, len(picks)):  # a sequential write, no memmap page faults
+        return write_array(read_float32(raw, picks), path)
+    out = create(path, len(picks), raw.n_times)
+    read_into(raw, picks, out)
     out.flush()
     del out
     return raw.n_times

@@ -414,7 +414,8 @@ def typical_rms(raw: mne.io.BaseRaw, picks: list[str], n_segments: int = 10,
                      else data[:, s:s + seg] for s in starts])
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN channels: judged below
-        return float(np.nanmedian(np.nanmedian(data.std(axis=-1), axis=0)))
+        std = data.std(axis=-1, dtype=np.float64)  # float32 data: the same sums as float64
+        return float(np.nanmedian(np.nanmedian(std, axis=0)))
 
 
 def check_amplitude(raw: mne.io.BaseRaw, channels: dict[str, str], params: Ingest,
@@ -459,8 +460,8 @@ def _fill_scan(scan: FileScan, raw: mne.io.BaseRaw, params: Ingest) -> np.ndarra
         return None
     scan.channels = select_channels(found, params.channels)
     picks = list(scan.channels.values())
-    data = raw.get_data(picks=picks) if continuous.fits_one_chunk(raw.n_times, len(picks)) \
-        else None
+    data = continuous.read_float32(raw, picks) \
+        if continuous.fits_one_chunk(raw.n_times, len(picks)) else None
     if error := check_amplitude(raw, scan.channels, params, data):
         scan.error = error
     elif scan.events.empty and outside and not codes:

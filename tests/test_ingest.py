@@ -117,6 +117,19 @@ def test_demo_continuous_keeps_named_channels_float32(demo_ingest):
     np.testing.assert_array_equal(data, source.astype(np.float32))  # a copy, to float32
 
 
+@pytest.mark.parametrize("read_values", [4 * 333, 4 * N_TIMES, 10**9])  # 8 reads, 1, 1
+def test_chunked_reads_equal_one_whole_read(fif_dir, tmp_path, monkeypatch, read_values):
+    """Reading a few MB at a time (malloc reuses the buffer) gives the very values of one
+    whole-file get_data, in memory and through the streamed .npy; short last chunk too."""
+    monkeypatch.setattr(continuous, "READ_VALUES", read_values)
+    raw = mne.io.read_raw(sorted(fif_dir.rglob("*.fif"))[0], verbose="error")
+    whole = raw.get_data(picks=NAMES).astype(np.float32)
+    np.testing.assert_array_equal(continuous.read_float32(raw, NAMES), whole)
+    monkeypatch.setattr(continuous, "CHUNK_VALUES", 4 * 1000)  # longer: a memmap, streamed
+    assert continuous.stream_raw(raw, NAMES, tmp_path / "x.npy") == N_TIMES
+    np.testing.assert_array_equal(continuous.open_data(tmp_path / "x.npy"), whole)
+
+
 # ---- channels by name --------------------------------------------------------------
 
 def test_channels_matched_by_name_not_position(tmp_path):
