@@ -105,6 +105,11 @@ def hann(n: int) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
 
 
+def stored_psd(psd: np.ndarray) -> np.ndarray:
+    """The PSD as kept for the report: float32, a broken channel's clipped at its max."""
+    return np.minimum(psd, np.finfo(np.float32).max).astype(np.float32)
+
+
 def one_sided_psd(power_sum: np.ndarray, n_segments: int, window: np.ndarray,
                   sfreq: float) -> np.ndarray:
     """Mean one-sided PSD (V^2/Hz) from the summed |FFT|^2 of Hann-windowed segments."""
@@ -214,6 +219,10 @@ class SegmentStats:
 
     def add(self, k: int) -> None:
         """Add the first k segments of self.data; they are detrended in place."""
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught, below
+            self._add(k)
+
+    def _add(self, k: int) -> None:
         x, trend, scratch, spec = self.data[:k], self.trend[:k], self.scratch[:k], self.spec[:k]
         total = x.sum(axis=-1)  # non-finite wherever a sample is: one pass finds both
         if not np.isfinite(total).all():  # zeroed for the statistics: the count flags them
@@ -223,16 +232,30 @@ class SegmentStats:
             total = x.sum(axis=-1)
         # Linear detrend (DC and slow drift): ramp sums to 0, so the slope is unbiased.
         slope = (x @ self.ramp) / (self.ramp @ self.ramp)
+        if not (np.isfinite(total).all() and np.isfinite(slope).all()):
+            x, trend, total, slope = self.promoted(x)  # float32 sums overflowed (~1e35 V)
         np.multiply(slope[..., None], self.ramp, out=trend)
         trend += (total / x.shape[-1])[..., None]
         x -= trend
-        self.stds.append(np.sqrt(np.einsum("sct,sct->sc", x, x, dtype=np.float64)
-                                 / x.shape[-1]))
-        self.ptp = np.maximum(self.ptp, (x.max(axis=-1) - x.min(axis=-1)).max(axis=0))
+        std = np.sqrt(np.einsum("sct,sct->sc", x, x, dtype=np.float64) / x.shape[-1])
+        if not np.isfinite(std).all():  # x - trend overflowed: samples near float32's max
+            np.nan_to_num(x, copy=False, posinf=np.finfo(x.dtype).max,
+                          neginf=np.finfo(x.dtype).min)
+            std = np.sqrt(np.einsum("sct,sct->sc", x, x, dtype=np.float64) / x.shape[-1])
+        self.stds.append(std)
+        high, low = x.max(axis=-1).astype(np.float64), x.min(axis=-1)  # float64: no overflow
+        self.ptp = np.maximum(self.ptp, (high - low).max(axis=0))
         np.multiply(x, self.window, out=scratch)
         np.fft.rfft(scratch, axis=-1, out=spec)
         power = np.abs(spec, out=scratch[..., :spec.shape[-1]])
         self.power += np.square(power, out=power).sum(axis=0)
+
+    def promoted(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The batch as float64, with its sums: a broken channel of huge (finite) values
+        then gets huge, finite features, so it is flagged instead of turning into NaN."""
+        x = x.astype(np.float64)
+        ramp = self.ramp.astype(np.float64)
+        return x, np.empty_like(x), x.sum(axis=-1), (x @ ramp) / (ramp @ ramp)
 
 
 def segment_features(segs: Iterable[np.ndarray], sfreq: float, line_freq: float | str,
@@ -274,7 +297,7 @@ def scan_array(data: np.ndarray, sfreq: float, ch_names: list[str], line_freq: f
     starts = scan_starts(data.shape[1], seg_len, params.n_segments)
     columns, freqs, psd, _ = segment_features(array_segments(data, starts, seg_len), sfreq,
                                               line_freq, ch_names)
-    return RecordingFeatures(recording, columns, freqs, psd.astype(np.float32))
+    return RecordingFeatures(recording, columns, freqs, stored_psd(psd))
 
 
 def scan_and_sample(path: Path, recording: str, sfreq: float, ch_names: list[str],
@@ -302,7 +325,7 @@ def scan_recording(raw: "mne.io.BaseRaw | str", recording: str, line_freq: float
     starts = scan_starts(raw.n_times, seg_len, params.n_segments)
     columns, freqs, psd, _ = segment_features(read_segments(raw, starts, seg_len, picks),
                                               sfreq, line_freq, [raw.ch_names[i] for i in picks])
-    return RecordingFeatures(recording, columns, freqs, psd.astype(np.float32))
+    return RecordingFeatures(recording, columns, freqs, stored_psd(psd))
 
 
 def _scan_job(job: tuple, params: Outliers,

@@ -1,8 +1,10 @@
 """Outlier detection edge cases: notch-filtered data, mixed sampling rates, a subject with
 one recording, line frequency auto / alias / skipped harmonics, half a recording
-contaminated, and the real clinical iEEG clips where line noise is everywhere."""
+contaminated, a channel near float32's largest value, and the real clinical iEEG clips
+where line noise is everywhere."""
 import subprocess
 import sys
+import warnings
 
 import mne
 import numpy as np
@@ -87,6 +89,27 @@ def test_half_a_recording_at_1000x_leaves_the_clean_half_unflagged():
     data[: N_CH // 2] += mains(sfreq, data.shape[1], 20e-6 * 1000)
     recs["half"] = ("01", data, sfreq)
     assert flagged(pooled_flags(recs)) == {("half", n) for n in NAMES[: N_CH // 2]}
+
+
+def test_channels_near_float32s_largest_value_are_flagged_with_finite_features():
+    """A broken header's gain can put a channel at ~3e38 V in the float32 array: its sums
+    overflow float32, yet it must get finite (huge) features and be flagged, not NaN."""
+    sfreq = 500.0
+    recs = {f"r{i}": ("01", background(sfreq, 60, i).astype(np.float32), sfreq)
+            for i in range(3)}
+    data = background(sfreq, 60, 7).astype(np.float32)
+    n = data.shape[1]
+    data[2] = np.float32(3e38) * np.sin(np.arange(n) / 7.0).astype(np.float32)
+    data[7] = np.linspace(-3.3e38, 3.3e38, n, dtype=np.float32)  # sums and x - trend overflow
+    recs["broken"] = ("01", data, sfreq)
+    with np.errstate(all="raise"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning leaks out either
+        flags = pooled_flags(recs)
+    columns = ["std", "ptp", "log_std", "line_ratio_db", "z_within", "z_cross"]
+    assert np.isfinite(flags[columns].to_numpy(float)).all()
+    assert flagged(flags) == {("broken", "E3"), ("broken", "E8")}
+    broken = flags.set_index(["recording", "channel"]).loc["broken"]
+    assert broken.loc["E3", "log_std"] > 38 and "amplitude" in broken.loc["E3", "reasons"]
 
 
 def test_line_frequency_auto_picks_50_or_60_and_never_guesses():
