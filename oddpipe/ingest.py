@@ -8,6 +8,7 @@ in oddpipe/continuous.py). Memory stays flat: one file's chunk at a time.
 from __future__ import annotations
 
 import fnmatch
+import glob
 import logging
 import os
 import re
@@ -23,7 +24,7 @@ import pandas as pd
 from oddpipe import bids, continuous
 from oddpipe.errors import OddpipeError
 from oddpipe.io import write_tsv
-from oddpipe.parallel import SERIAL, Runner, map_recordings
+from oddpipe.parallel import SERIAL, Runner, for_work, map_recordings
 from oddpipe.params import Ingest, ReaderScalar
 
 log = logging.getLogger(__name__)
@@ -768,6 +769,28 @@ def check_targets(scans: list[FileScan], params: Ingest) -> None:
                                f"{codes}); check the codes against reports/ingest.tsv")
 
 
+# Ingest reads ~10 ms per MB of EDF here; two loky workers that import MNE take about a
+# second to start. Below this much raw data ingest stays in one process (bench/RESULTS.md:
+# the demo's 116 MB took 1.5 s with two workers against 1.1 s in one, 463 MB 2.8 s
+# against 4.6 s).
+PARALLEL_BYTES = 200_000_000
+
+
+def raw_bytes(files: list[Path]) -> int:
+    """Bytes of the listed recordings and the files beside them sharing their stem (a
+    BrainVision header's .eeg, an EEGLAB .fdt); a folder format counts its files."""
+    paths = {p for f in files for p in (f.rglob("*") if f.is_dir() else
+                                          f.parent.glob(glob.escape(f.stem) + ".*"))}
+    return sum(size_of(p) for p in paths)
+
+
+def size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size if path.is_file() else 0
+    except OSError:  # vanished or unreadable: its row in the report says so
+        return 0
+
+
 def run_ingest(params: Ingest, out_dir: Path, runner: Runner = SERIAL,
                report_path: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Scan, choose channels, write one .npy per usable recording and channels.tsv.
@@ -777,6 +800,8 @@ def run_ingest(params: Ingest, out_dir: Path, runner: Runner = SERIAL,
     """
     raw_dir = Path(params.raw_dir)
     files = list_recordings(params)
+    size = raw_bytes(files)
+    runner = for_work(runner, size >= PARALLEL_BYTES, f"{len(files)} files, {size / 1e6:.0f} MB")
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(f, out_dir / f".part-{i:06d}.npy") for i, f in enumerate(files)]
     scans = map_recordings(partial(_scan_job, raw_dir=raw_dir, params=params), jobs, runner)

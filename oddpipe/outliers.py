@@ -28,7 +28,7 @@ import numpy as np
 from oddpipe import continuous
 from oddpipe.errors import OddpipeError
 from oddpipe.io import Columns, require_columns
-from oddpipe.parallel import SERIAL, Runner, map_recordings
+from oddpipe.parallel import SERIAL, Runner, for_work, map_recordings
 from oddpipe.params import Outliers
 
 if TYPE_CHECKING:
@@ -570,6 +570,12 @@ def with_sample(flags: Columns, sample_flags: Columns | None) -> Columns:
     return out
 
 
+# A scan reads few values (16 channels x 20 segments of 4 s at 500 Hz: 0.64 M, ~9 ms);
+# two loky workers take ~0.8 s to start. Below this many values to scan the stage stays in
+# one process: 320 such recordings were still faster in one (bench/RESULTS.md).
+PARALLEL_VALUES = 300_000_000
+
+
 def detect(recordings: "pd.DataFrame | Columns", sample: "pd.DataFrame | Columns",
            ingest_dir: Path, params: Outliers, runner: Runner = SERIAL,
            scratch_parent: Path | None = None) -> OutlierResult:
@@ -591,6 +597,10 @@ def detect(recordings: "pd.DataFrame | Columns", sample: "pd.DataFrame | Columns
              parse_line_freq(recordings["line_freq"][i]),
              sampled[sample["recording"] == recordings["recording"][i]])
             for i in scannable]
+    values = len(jobs) * len(channels) * params.n_segments * max(
+        int(round(params.segment_s * float(recordings["sfreq"][i]))) for i in scannable)
+    runner = for_work(runner, values >= PARALLEL_VALUES,
+                      f"{len(jobs)} recordings, {values / 1e6:.0f} M values to scan")
     with spill_dir(scratch_parent) as spill:
         pairs = map_recordings(partial(_scan_job, params=params, spill=spill), jobs, runner)
         scans = [scan for scan, _ in pairs]

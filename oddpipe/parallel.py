@@ -2,11 +2,14 @@
 processes) or on a Dask cluster (joblib's dask backend), with the same code."""
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -29,6 +32,17 @@ class Runner:
 
 
 SERIAL = Runner()
+
+
+def for_work(runner: Runner, worth_workers: bool, size: str) -> Runner:
+    """The runner for one map: local worker processes only when the work pays for starting
+    them (about a second on 2 cores: each imports numpy, MNE, ...). A Dask cluster's
+    workers are already running, so a cluster is always used. size says why, in the log."""
+    if worth_workers or runner.backend == "dask" or runner.n_jobs == 1:
+        return runner
+    log.info("%s: run in this process, starting workers would cost more than they save "
+             "(execution.n_jobs %d)", size, runner.n_jobs)
+    return SERIAL
 
 
 def map_recordings(func: Callable[[T], R], items: Iterable[T],

@@ -1,0 +1,70 @@
+"""The one parallel path: local workers only where the work pays for starting them (said
+in the log), and two loky workers write what one process writes (ingest, outliers scan)."""
+import logging
+import os
+
+import numpy as np
+
+from oddpipe import ingest, outliers
+from oddpipe.parallel import SERIAL, Runner, for_work, map_recordings
+from oddpipe.sampling import inspection_sample
+from tests.conftest import make_params
+
+
+def pid(_: int) -> int:
+    return os.getpid()
+
+
+def test_light_work_runs_in_this_process_and_says_why(caplog):
+    loky = Runner(n_jobs=2)
+    with caplog.at_level(logging.INFO, logger="oddpipe.parallel"):
+        assert for_work(loky, False, "20 files, 116 MB") is SERIAL
+        assert "20 files, 116 MB: run in this process" in caplog.text
+        caplog.clear()
+        assert for_work(loky, True, "big") is loky
+        assert for_work(SERIAL, False, "small") is SERIAL  # n_jobs 1: nothing to say
+        assert caplog.text == ""
+    dask = Runner(backend="dask")  # a cluster's workers already run: always used
+    assert for_work(dask, False, "small") is dask
+    assert os.getpid() not in map_recordings(pid, range(4), loky)
+
+
+def test_raw_bytes_counts_the_side_files_that_hold_the_samples(tmp_path):
+    sizes = {"a.vhdr": 100, "a.eeg": 5000, "a.vmrk": 50, "b[1].edf": 700, "c.edf": 9999}
+    for name, size in sizes.items():
+        (tmp_path / name).write_bytes(b"x" * size)
+    (tmp_path / "x.ds").mkdir()  # a CTF folder: its files count
+    (tmp_path / "x.ds" / "x.meg4").write_bytes(b"x" * 300)
+    (tmp_path / "d.edf").symlink_to(tmp_path / "gone.edf")  # broken: no bytes, no error
+    listed = [tmp_path / n for n in ("a.vhdr", "b[1].edf", "x.ds", "d.edf")]
+    assert ingest.raw_bytes(listed) == 100 + 5000 + 50 + 700 + 300  # not c.edf
+
+
+def test_two_loky_workers_write_what_one_process_writes(small_demo, tmp_path, monkeypatch,
+                                                        caplog):
+    params = make_params(small_demo["raw_dir"])
+    with caplog.at_level(logging.INFO, logger="oddpipe.parallel"):
+        ingest.run_ingest(params.ingest, tmp_path / "default", Runner(n_jobs=2))
+    assert "MB: run in this process" in caplog.text  # the small demo: too little for workers
+    monkeypatch.setattr(ingest, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(outliers, "PARALLEL_VALUES", 0)
+    caplog.clear()
+    runs = {}
+    with caplog.at_level(logging.INFO, logger="oddpipe.parallel"):
+        for n in (1, 2):
+            out = tmp_path / f"j{n}"
+            recordings, events, _ = ingest.run_ingest(params.ingest, out, Runner(n_jobs=n))
+            sp = params.sample
+            sample = inspection_sample(events, sp.inspect_fraction, sp.inspect_min_per_stratum,
+                                       sp.seed)
+            result = outliers.detect(recordings, sample, out, params.outliers, Runner(n_jobs=n))
+            files = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+            runs[n] = (recordings, events, files, result)
+    assert caplog.text == ""  # both maps went to the workers
+    (rec1, ev1, files1, res1), (rec2, ev2, files2, res2) = runs[1], runs[2]
+    assert len(files1) == 10 and files1 == files2  # 9 recordings' .npy + channels.tsv
+    assert rec1.equals(rec2) and ev1.equals(ev2)
+    assert res1.decisions == res2.decisions
+    assert res1.columns.keys() == res2.columns.keys()
+    for name, column in res1.columns.items():
+        np.testing.assert_array_equal(column, res2.columns[name], err_msg=name)
