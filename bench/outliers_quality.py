@@ -13,7 +13,7 @@ Ours: scan_array per recording, then flag_channels on the whole dataset (pooled)
 PyPREP: NoisyChannels per recording (deviation, HF noise, NaN/flat; no RANSAC).
 Precision counts false positives anywhere in the dataset (all recordings).
 
-Run: .venv/bin/python bench/outliers_quality.py [--quick]
+Run: .venv/bin/python bench/outliers_quality.py [--quick] [--segment-s 2]
 """
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ import pyprep
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from oddpipe.outliers import flag_channels, scan_array  # noqa: E402
 from oddpipe.params import Outliers  # noqa: E402
+
+OURS = Outliers()  # oddpipe's params: the defaults unless --segment-s is given
 
 Key = tuple[int, int]  # (subject, run)
 Cell = tuple[str, str]  # (recording, channel)
@@ -149,7 +151,7 @@ def contaminate(cfg: Config, data: np.ndarray, bg_rms: np.ndarray, n_bad: int,
 
 def run_ours(cfg: Config, data: np.ndarray, name: str) -> tuple[pd.DataFrame, float]:
     t0 = time.perf_counter()
-    feats = scan_array(data, cfg.sfreq, cfg.ch_names, cfg.line_freq, name, Outliers())
+    feats = scan_array(data, cfg.sfreq, cfg.ch_names, cfg.line_freq, name, OURS)
     return feats.table, time.perf_counter() - t0
 
 
@@ -170,7 +172,7 @@ def flag_dataset(tables: dict[Key, pd.DataFrame]) -> tuple[set[Cell], pd.DataFra
     t0 = time.perf_counter()
     table = pd.concat([t.assign(recording=rec_name(k), subject=f"{k[0]:02d}")
                        for k, t in tables.items()], ignore_index=True)
-    flags = flag_channels(table, Outliers())
+    flags = flag_channels(table, OURS)
     seconds = time.perf_counter() - t0
     bad = flags[flags["flagged"]]
     return set(zip(bad["recording"], bad["channel"])), flags, seconds
@@ -354,7 +356,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="60 s recordings and 5 amplitudes instead of 300 s and 11")
+    ap.add_argument("--segment-s", type=float, help="scan segments of this length instead "
+                    f"of the default {Outliers().segment_s:g} s (how the scan was chosen)")
     args = ap.parse_args(argv)
+    if args.segment_s:
+        global OURS
+        OURS = Outliers(segment_s=args.segment_s)
     cfg = QUICK if args.quick else Config()
     sys.stdout.reconfigure(line_buffering=True)  # tables appear as they are done
     mne.set_log_level("ERROR")
@@ -368,10 +375,11 @@ def main(argv: list[str] | None = None) -> None:
           "everywhere.")
     print("Injected: line noise at 60/120/180/240 Hz (gains 1, 0.4, 0.2, 0.13), added on top; "
           "amp = its RMS / the channel's background RMS.")
-    print(f"Ours: oddpipe scan_array + flag_channels, default Outliers() params; PyPREP "
+    print(f"Ours: oddpipe scan_array + flag_channels, {'default ' if not args.segment_s else ''}"
+          f"outliers params ({OURS.n_segments} segments of {OURS.segment_s:g} s); PyPREP "
           f"{pyprep.__version__} NoisyChannels deviation + hfnoise + nan_flat, no RANSAC.")
     print("P/R/F1 per dataset; FP = false positives in the whole dataset; excess dB = median "
-          f"line_excess_db of injected channels (threshold {Outliers().line_excess_db:g}).")
+          f"line_excess_db of injected channels (threshold {OURS.line_excess_db:g}).")
 
     timings = Timings()
     clean, base_ours, base_prep = {}, {}, {}
@@ -397,7 +405,9 @@ def main(argv: list[str] | None = None) -> None:
     worst_fpr = summarize_fpr(clean_ours, clean_prep, results)
     speedup = summarize_runtime(timings)
     print_targets(results, worst_fpr, speedup)
-    print(f"\nReproduce: .venv/bin/python bench/outliers_quality.py{' --quick' if args.quick else ''}"
+    flags = (" --quick" if args.quick else "") + (
+        f" --segment-s {args.segment_s:g}" if args.segment_s else "")
+    print(f"\nReproduce: .venv/bin/python bench/outliers_quality.py{flags}"
           "  (figures are seeded; runtimes vary)")
     print(f"Machine: {machine()}; Python {sys.version.split()[0]}, numpy {np.__version__}, "
           f"mne {mne.__version__}, pyprep {pyprep.__version__}")
