@@ -35,10 +35,11 @@ SERIAL = Runner()
 
 
 def for_work(runner: Runner, worth_workers: bool, size: str) -> Runner:
-    """The runner for one map: local worker processes only when the work pays for starting
-    them (about a second on 2 cores: each imports numpy, MNE, ...). A Dask cluster's
-    workers are already running, so a cluster is always used. size says why, in the log."""
-    if worth_workers or runner.backend == "dask" or runner.n_jobs == 1:
+    """The runner for one map: loky worker processes only when the work pays for starting
+    them (about a second on 2 cores: each imports numpy, MNE, ...). Threads start at no
+    such cost, and a Dask cluster's workers already run: those are always used. size says
+    why, in the log."""
+    if worth_workers or runner.backend != "loky" or runner.n_jobs == 1:
         return runner
     log.info("%s: run in this process, starting workers would cost more than they save "
              "(execution.n_jobs %d)", size, runner.n_jobs)

@@ -24,8 +24,8 @@ def test_light_work_runs_in_this_process_and_says_why(caplog):
         assert for_work(loky, True, "big") is loky
         assert for_work(SERIAL, False, "small") is SERIAL  # n_jobs 1: nothing to say
         assert caplog.text == ""
-    dask = Runner(backend="dask")  # a cluster's workers already run: always used
-    assert for_work(dask, False, "small") is dask
+    for other in (Runner(backend="dask"), Runner(n_jobs=2, backend="threading")):
+        assert for_work(other, False, "small") is other  # running workers, cheap threads
     assert os.getpid() not in map_recordings(pid, range(4), loky)
 
 
