@@ -8,7 +8,6 @@ in oddpipe/continuous.py). Memory stays flat: one file's chunk at a time.
 from __future__ import annotations
 
 import fnmatch
-import glob
 import logging
 import os
 import re
@@ -776,19 +775,32 @@ def check_targets(scans: list[FileScan], params: Ingest) -> None:
 PARALLEL_BYTES = 200_000_000
 
 
+def recording_files(path: Path) -> list[Path]:
+    """The files that hold a listed recording's samples: the file and its side files (a
+    BrainVision header's data and markers, EEGLAB's .fdt, Nihon Kohden's), or the files of a
+    folder format (CTF .ds, EGI .mff)."""
+    if path.is_dir():
+        return list(path.rglob("*")) if path.suffix.lower() in FOLDER_FORMATS else []
+    if path.suffix.lower() == ".vhdr":
+        return [path, *(path.parent / name for name in vhdr_files(path))]
+    sides = COMPANIONS.get(path.suffix.lower(), set())
+    return [path, *(path.with_suffix(s) for side in sides for s in (side, side.upper()))]
+
+
 def raw_bytes(files: list[Path]) -> int:
-    """Bytes of the listed recordings and the files beside them sharing their stem (a
-    BrainVision header's .eeg, an EEGLAB .fdt); a folder format counts its files."""
-    paths = {p for f in files for p in (f.rglob("*") if f.is_dir() else
-                                          f.parent.glob(glob.escape(f.stem) + ".*"))}
-    return sum(size_of(p) for p in paths)
+    """Bytes of the listed recordings with their side files."""
+    total = 0
+    for path in files:
+        try:
+            total += sum(p.stat().st_size for p in set(recording_files(path)) if p.is_file())
+        except OSError:  # vanished or unreadable: its row in the report says so
+            continue
+    return total
 
 
-def size_of(path: Path) -> int:
-    try:
-        return path.stat().st_size if path.is_file() else 0
-    except OSError:  # vanished or unreadable: its row in the report says so
-        return 0
+def worth_workers(files: list[Path]) -> tuple[bool, str]:
+    size = raw_bytes(files)
+    return size >= PARALLEL_BYTES, f"{len(files)} files, {size / 1e6:.0f} MB"
 
 
 def run_ingest(params: Ingest, out_dir: Path, runner: Runner = SERIAL,
@@ -800,8 +812,7 @@ def run_ingest(params: Ingest, out_dir: Path, runner: Runner = SERIAL,
     """
     raw_dir = Path(params.raw_dir)
     files = list_recordings(params)
-    size = raw_bytes(files)
-    runner = for_work(runner, size >= PARALLEL_BYTES, f"{len(files)} files, {size / 1e6:.0f} MB")
+    runner = for_work(runner, partial(worth_workers, files))
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(f, out_dir / f".part-{i:06d}.npy") for i, f in enumerate(files)]
     scans = map_recordings(partial(_scan_job, raw_dir=raw_dir, params=params), jobs, runner)

@@ -105,9 +105,13 @@ def hann(n: int) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
 
 
+F32_MAX = float(np.finfo(np.float32).max)
+
+
 def stored_psd(psd: np.ndarray) -> np.ndarray:
     """The PSD as kept for the report: float32, a broken channel's clipped at its max."""
-    return np.minimum(psd, np.finfo(np.float32).max).astype(np.float32)
+    with np.errstate(under="ignore"):  # a flat channel's 1e-50 V^2/Hz is 0 in float32
+        return np.minimum(psd, F32_MAX).astype(np.float32)
 
 
 def one_sided_psd(power_sum: np.ndarray, n_segments: int, window: np.ndarray,
@@ -219,7 +223,7 @@ class SegmentStats:
 
     def add(self, k: int) -> None:
         """Add the first k segments of self.data; they are detrended in place."""
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow is caught, below
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # caught below
             self._add(k)
 
     def _add(self, k: int) -> None:
@@ -233,14 +237,13 @@ class SegmentStats:
         # Linear detrend (DC and slow drift): ramp sums to 0, so the slope is unbiased.
         slope = (x @ self.ramp) / (self.ramp @ self.ramp)
         if not (np.isfinite(total).all() and np.isfinite(slope).all()):
-            x, trend, total, slope = self.promoted(x)  # float32 sums overflowed (~1e35 V)
+            x, trend, total, slope = self.promoted(x)  # the sums overflowed (~1e35 V)
         np.multiply(slope[..., None], self.ramp, out=trend)
         trend += (total / x.shape[-1])[..., None]
         x -= trend
         std = np.sqrt(np.einsum("sct,sct->sc", x, x, dtype=np.float64) / x.shape[-1])
-        if not np.isfinite(std).all():  # x - trend overflowed: samples near float32's max
-            np.nan_to_num(x, copy=False, posinf=np.finfo(x.dtype).max,
-                          neginf=np.finfo(x.dtype).min)
+        if not np.isfinite(std).all():  # x - trend or its square overflowed
+            np.clip(x, -F32_MAX, F32_MAX, out=x)
             std = np.sqrt(np.einsum("sct,sct->sc", x, x, dtype=np.float64) / x.shape[-1])
         self.stds.append(std)
         high, low = x.max(axis=-1).astype(np.float64), x.min(axis=-1)  # float64: no overflow
@@ -251,9 +254,10 @@ class SegmentStats:
         self.power += np.square(power, out=power).sum(axis=0)
 
     def promoted(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The batch as float64, with its sums: a broken channel of huge (finite) values
-        then gets huge, finite features, so it is flagged instead of turning into NaN."""
-        x = x.astype(np.float64)
+        """The batch as float64 within float32's range, with its sums: a broken channel of
+        huge (finite) values then gets huge, finite features, so it is flagged instead of
+        turning into NaN (float64 input beyond 1e154 would overflow its squares)."""
+        x = np.clip(x, -F32_MAX, F32_MAX, dtype=np.float64)
         ramp = self.ramp.astype(np.float64)
         return x, np.empty_like(x), x.sum(axis=-1), (x @ ramp) / (ramp @ ramp)
 
@@ -576,6 +580,11 @@ def with_sample(flags: Columns, sample_flags: Columns | None) -> Columns:
 PARALLEL_VALUES = 300_000_000
 
 
+def worth_workers(values: int, n_recordings: int) -> tuple[bool, str]:
+    return (values >= PARALLEL_VALUES,
+            f"{n_recordings} recordings, {values / 1e6:.0f} M values to scan")
+
+
 def detect(recordings: "pd.DataFrame | Columns", sample: "pd.DataFrame | Columns",
            ingest_dir: Path, params: Outliers, runner: Runner = SERIAL,
            scratch_parent: Path | None = None) -> OutlierResult:
@@ -597,10 +606,10 @@ def detect(recordings: "pd.DataFrame | Columns", sample: "pd.DataFrame | Columns
              parse_line_freq(recordings["line_freq"][i]),
              sampled[sample["recording"] == recordings["recording"][i]])
             for i in scannable]
-    values = len(jobs) * len(channels) * params.n_segments * max(
-        int(round(params.segment_s * float(recordings["sfreq"][i]))) for i in scannable)
-    runner = for_work(runner, values >= PARALLEL_VALUES,
-                      f"{len(jobs)} recordings, {values / 1e6:.0f} M values to scan")
+    seg_len = max(int(round(params.segment_s * float(recordings["sfreq"][i])))
+                  for i in scannable)
+    runner = for_work(runner, partial(worth_workers, len(jobs) * len(channels) *
+                                      params.n_segments * seg_len, len(jobs)))
     with spill_dir(scratch_parent) as spill:
         pairs = map_recordings(partial(_scan_job, params=params, spill=spill), jobs, runner)
         scans = [scan for scan, _ in pairs]

@@ -34,12 +34,15 @@ class Runner:
 SERIAL = Runner()
 
 
-def for_work(runner: Runner, worth_workers: bool, size: str) -> Runner:
+def for_work(runner: Runner, measure: Callable[[], tuple[bool, str]]) -> Runner:
     """The runner for one map: loky worker processes only when the work pays for starting
     them (about a second on 2 cores: each imports numpy, MNE, ...). Threads start at no
-    such cost, and a Dask cluster's workers already run: those are always used. size says
-    why, in the log."""
-    if worth_workers or runner.backend != "loky" or runner.n_jobs == 1:
+    such cost, and a Dask cluster's workers already run: those are always used. measure
+    says (whether workers pay off, how big the work is), asked only when it matters."""
+    if runner.backend != "loky" or runner.n_jobs == 1:
+        return runner
+    worth, size = measure()
+    if worth:
         return runner
     log.info("%s: run in this process, starting workers would cost more than they save "
              "(execution.n_jobs %d)", size, runner.n_jobs)

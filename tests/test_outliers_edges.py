@@ -112,6 +112,25 @@ def test_channels_near_float32s_largest_value_are_flagged_with_finite_features()
     assert broken.loc["E3", "log_std"] > 38 and "amplitude" in broken.loc["E3", "reasons"]
 
 
+def test_float64_channels_beyond_1e154_and_subnormal_ones_stay_finite():
+    """The QC path scans float64 (MNE's get_data): a header's absurd physical range can give
+    1e200 V, whose square overflows float64; a dead channel may sit at 1e-39 V."""
+    sfreq = 500.0
+    recs = {f"r{i}": ("01", background(sfreq, 60, i), sfreq) for i in range(3)}
+    data = background(sfreq, 60, 8)
+    data[4] = 1e200 * np.sin(np.arange(data.shape[1]) / 7.0)
+    data[9] = 1e-39
+    recs["broken"] = ("01", data, sfreq)
+    with np.errstate(all="raise"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flags = pooled_flags(recs)
+    columns = ["std", "ptp", "log_std", "line_ratio_db", "z_within", "z_cross"]
+    assert np.isfinite(flags[columns].to_numpy(float)).all()
+    assert flagged(flags) == {("broken", "E5"), ("broken", "E10")}
+    broken = flags.set_index(["recording", "channel"]).loc["broken"]
+    assert broken.loc["E10", "reasons"].startswith("flat")
+
+
 def test_line_frequency_auto_picks_50_or_60_and_never_guesses():
     sfreq = 500.0
     for freq in (50.0, 60.0):

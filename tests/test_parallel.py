@@ -15,29 +15,39 @@ def pid(_: int) -> int:
     return os.getpid()
 
 
+def never():
+    raise AssertionError("measured although no loky worker would start")
+
+
 def test_light_work_runs_in_this_process_and_says_why(caplog):
     loky = Runner(n_jobs=2)
     with caplog.at_level(logging.INFO, logger="oddpipe.parallel"):
-        assert for_work(loky, False, "20 files, 116 MB") is SERIAL
+        assert for_work(loky, lambda: (False, "20 files, 116 MB")) is SERIAL
         assert "20 files, 116 MB: run in this process" in caplog.text
         caplog.clear()
-        assert for_work(loky, True, "big") is loky
-        assert for_work(SERIAL, False, "small") is SERIAL  # n_jobs 1: nothing to say
+        assert for_work(loky, lambda: (True, "big")) is loky
+        for other in (SERIAL, Runner(backend="dask"), Runner(n_jobs=2, backend="threading")):
+            assert for_work(other, never) is other  # one process, running workers, threads
         assert caplog.text == ""
-    for other in (Runner(backend="dask"), Runner(n_jobs=2, backend="threading")):
-        assert for_work(other, False, "small") is other  # running workers, cheap threads
     assert os.getpid() not in map_recordings(pid, range(4), loky)
 
 
-def test_raw_bytes_counts_the_side_files_that_hold_the_samples(tmp_path):
-    sizes = {"a.vhdr": 100, "a.eeg": 5000, "a.vmrk": 50, "b[1].edf": 700, "c.edf": 9999}
+def test_raw_bytes_counts_each_recording_with_its_side_files(tmp_path):
+    sizes = {"a.eeg": 5000, "a.vmrk": 50, "b[1].edf": 700, "b[1].mp4": 9999, "c.set": 40,
+             "c.fdt": 4000, "nosuffix": 30, "other.edf": 8888}
     for name, size in sizes.items():
         (tmp_path / name).write_bytes(b"x" * size)
+    header = "[Common Infos]\nDataFile=a.eeg\nMarkerFile=a.vmrk\n"
+    (tmp_path / "a.vhdr").write_text(header)
     (tmp_path / "x.ds").mkdir()  # a CTF folder: its files count
     (tmp_path / "x.ds" / "x.meg4").write_bytes(b"x" * 300)
+    (tmp_path / "y.zip").mkdir()  # a folder ingest rejects: nothing
+    (tmp_path / "y.zip" / "big").write_bytes(b"x" * 7777)
     (tmp_path / "d.edf").symlink_to(tmp_path / "gone.edf")  # broken: no bytes, no error
-    listed = [tmp_path / n for n in ("a.vhdr", "b[1].edf", "x.ds", "d.edf")]
-    assert ingest.raw_bytes(listed) == 100 + 5000 + 50 + 700 + 300  # not c.edf
+    listed = [tmp_path / n for n in ("a.vhdr", "b[1].edf", "c.set", "nosuffix", "x.ds",
+                                     "y.zip", "d.edf")]
+    expected = len(header) + 5000 + 50 + 700 + 40 + 4000 + 30 + 300  # no video, no other
+    assert ingest.raw_bytes(listed) == expected
 
 
 def test_two_loky_workers_write_what_one_process_writes(small_demo, tmp_path, monkeypatch,
