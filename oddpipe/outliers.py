@@ -411,15 +411,17 @@ def nan_median(values: np.ndarray) -> float:
     return float(np.median(present)) if len(present) else np.nan
 
 
-def add_relative_features(table: Columns, line_excess_db: float) -> Columns:
+def add_relative_features(table: Columns, params: Outliers) -> Columns:
     """Compare each channel with its recording, its subject's other recordings, the dataset."""
     t = dict(table)
     recording, subject = t["recording"], t["subject"]
     std = np.asarray(t["std"], dtype=np.float64)
     t["line_excess_db"] = t["line_ratio_db"] - nan_median(t["line_ratio_db"])
-    # "Flat" is judged against the recording's channels without line noise: when half a
-    # recording carries huge mains, its median would make every clean channel look flat.
-    quiet = np.where(t["line_excess_db"] <= line_excess_db, std, np.nan)
+    # "Flat" is judged against the recording's plausible channels without line noise: when
+    # half a recording carries huge mains (or a broken gain), its median would make every
+    # clean channel look flat.
+    quiet = np.where((t["line_excess_db"] <= params.line_excess_db)
+                     & (std <= params.amp_ceiling), std, np.nan)
     by_recording = group_ids(recording)
     reference = group_median(quiet, by_recording)
     reference = np.where(np.isnan(reference), nan_median(quiet), reference)
@@ -443,6 +445,9 @@ def channel_reasons(row: dict, params: Outliers) -> list[str]:
         return [f"flat (std {row['std']:.3g}, {row['rel_std']:.2%} of the recording's "
                 "median channel)"]
     reasons = []
+    if row["std"] > params.amp_ceiling:
+        reasons.append(f"implausible amplitude (std {row['std']:.3g} V > outliers.amp_ceiling "
+                       f"{params.amp_ceiling:g} V)")
     if row["line_excess_db"] > params.line_excess_db:
         reasons.append(f"line noise {row['line_excess_db']:.0f} dB above the dataset median")
     if row["z_within"] > params.amp_z:
@@ -457,7 +462,7 @@ REASON_INPUTS = ("n_nonfinite", "std", "rel_std", "line_excess_db", "z_within", 
 
 def flag_columns(table: Columns, params: Outliers) -> Columns:
     """Every row's relative features, whether it is flagged, and why."""
-    t = add_relative_features(table, params.line_excess_db)
+    t = add_relative_features(table, params)
     reasons = [channel_reasons(dict(zip(REASON_INPUTS, row)), params)
                for row in zip(*(t[c].tolist() for c in REASON_INPUTS))]
     t["flagged"] = np.array([bool(r) for r in reasons])

@@ -180,6 +180,7 @@ class Outliers(Section):
     amp_z: float = Field(6.0, gt=0)
     flat_floor: float = Field(1e-9, ge=0)
     flat_rel: float = Field(0.01, ge=0, lt=1)
+    amp_ceiling: float = Field(1e-2, gt=0)  # volts: a channel's std above it is no EEG/iEEG
     action: Literal["drop_channel", "drop_recording", "report_only"] = "drop_channel"
     max_bad_fraction: float = Field(0.5, gt=0, le=1)
 

@@ -131,6 +131,20 @@ def test_float64_channels_beyond_1e154_and_subnormal_ones_stay_finite():
     assert broken.loc["E10", "reasons"].startswith("flat")
 
 
+def test_most_channels_at_an_implausible_amplitude_are_flagged_not_the_clean_ones():
+    """One file checked alone (scripts/scan_outliers.py): 9 of 16 channels with a gain
+    10^6 too large (20 V). Relative rules alone would take them for the norm and call the
+    7 clean channels flat; the absolute ceiling names the broken ones."""
+    sfreq = 500.0
+    data = background(sfreq, 60, 3)
+    data[:9] *= 1e6
+    flags = pooled_flags({"alone": ("01", data, sfreq)})
+    assert flagged(flags) == {("alone", n) for n in NAMES[:9]}
+    reasons = flags.set_index("channel")["reasons"]
+    assert reasons["E1"].startswith("implausible amplitude (std 19.9 V")
+    assert "outliers.amp_ceiling 0.01 V" in reasons["E1"]
+
+
 def test_line_frequency_auto_picks_50_or_60_and_never_guesses():
     sfreq = 500.0
     for freq in (50.0, 60.0):
