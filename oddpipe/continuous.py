@@ -11,6 +11,7 @@ the same contract as the epochs. An MNE Raw is one call away (`to_raw`).
 """
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,40 @@ def write_array(data: np.ndarray, path: Path) -> int:
     with open(path, "wb") as fh:  # a file object: np.save would not append .npy
         np.save(fh, np.ascontiguousarray(data, dtype=np.float32), allow_pickle=False)
     return data.shape[1]
+
+
+class WriteBehind:
+    """Writes arrays on one background thread: the next recording's read (MNE parsing, which
+    holds the GIL) overlaps this one's write (the kernel filling the page cache, with the GIL
+    released), so one process keeps two cores busy. One write waits at most: memory holds
+    two recordings' arrays, whatever their number. Use it as a context manager; leaving it
+    waits for the last write."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oddpipe-write")
+        self._pending: Future | None = None
+
+    def write(self, data: np.ndarray, path: Path) -> None:
+        self.wait()
+        self._pending = self._pool.submit(write_array, data, path)
+
+    def wait(self) -> None:
+        """Until the last write is done; raises its error (a full disk, say)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> "WriteBehind":
+        return self
+
+    def __exit__(self, exc_type: type | None, *_: object) -> None:
+        try:
+            if exc_type is None:
+                self.wait()
+            elif self._pending is not None:  # the body's error is the one to report
+                self._pending.exception()
+        finally:
+            self._pool.shutdown()
 
 
 def open_data(path: Path) -> np.ndarray:

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -23,7 +24,7 @@ import pandas as pd
 from oddpipe import bids, continuous
 from oddpipe.errors import OddpipeError
 from oddpipe.io import write_tsv
-from oddpipe.parallel import SERIAL, Runner, for_work, map_recordings
+from oddpipe.parallel import SERIAL, Runner, for_work, in_process, map_recordings
 from oddpipe.params import Ingest, ReaderScalar
 
 log = logging.getLogger(__name__)
@@ -528,10 +529,11 @@ def shown(path: Path | str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def scan_file(path: Path, raw_dir: Path, params: Ingest, part: Path | None = None) -> FileScan:
+def scan_file(path: Path, raw_dir: Path, params: Ingest, part: Path | None = None,
+              writer: continuous.WriteBehind | None = None) -> FileScan:
     """The one pass over one file: entities, header, channels and labelled events, then,
     when it is usable and a part path is given, its kept channels copied there while the
-    file is still open.
+    file is still open (by writer, when given: the part is complete once it has waited).
 
     Any problem with this one file is recorded in scan.error; it never stops the others.
     """
@@ -560,16 +562,18 @@ def scan_file(path: Path, raw_dir: Path, params: Ingest, part: Path | None = Non
     except Exception as exc:  # e.g. a stim channel this file lacks
         scan.error = f"cannot read its events or channels ({type(exc).__name__}: {exc})"
     if part is not None and not scan.error:  # a disk error is no file's fault: it stops
-        write_part(scan, raw, part, data)
+        write_part(scan, raw, part, data, writer)
     return scan
 
 
-def _scan_job(job: tuple[Path, Path], raw_dir: Path, params: Ingest) -> FileScan:
-    return scan_file(job[0], raw_dir, params, job[1])
+def _scan_job(job: tuple[Path, Path], raw_dir: Path, params: Ingest,
+              writer: continuous.WriteBehind | None = None) -> FileScan:
+    return scan_file(job[0], raw_dir, params, job[1], writer)
 
 
 def write_part(scan: FileScan, raw: mne.io.BaseRaw, path: Path,
-               data: np.ndarray | None = None) -> None:
+               data: np.ndarray | None = None,
+               writer: continuous.WriteBehind | None = None) -> None:
     """Copy the kept channels, at the file's own rate: `data` when already read, else
     streamed in chunks (memory stays bounded for long files); run_ingest turns it into the
     recording's array."""
@@ -577,7 +581,7 @@ def write_part(scan: FileScan, raw: mne.io.BaseRaw, path: Path,
     scan.types = raw.get_channel_types(picks=picks)
     path.parent.mkdir(parents=True, exist_ok=True)
     if data is not None:
-        continuous.write_array(data, path)
+        (writer.write if writer else continuous.write_array)(data, path)
     else:
         continuous.stream_raw(raw, picks, path)
     scan.part = path
@@ -815,7 +819,12 @@ def run_ingest(params: Ingest, out_dir: Path, runner: Runner = SERIAL,
     runner = for_work(runner, partial(worth_workers, files))
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(f, out_dir / f".part-{i:06d}.npy") for i, f in enumerate(files)]
-    scans = map_recordings(partial(_scan_job, raw_dir=raw_dir, params=params), jobs, runner)
+    # In one process the next file's read overlaps this one's write (bench/RESULTS.md);
+    # loky workers already keep the cores busy, and return before a write behind would end.
+    writer = continuous.WriteBehind() if in_process(runner) else None
+    with writer or nullcontext():
+        scans = map_recordings(partial(_scan_job, raw_dir=raw_dir, params=params,
+                                       writer=writer), jobs, runner)
     mark_duplicate_names(scans)
     report = report_rows(scans, params.channels)
     if report_path is not None:

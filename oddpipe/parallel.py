@@ -49,13 +49,18 @@ def for_work(runner: Runner, measure: Callable[[], tuple[bool, str]]) -> Runner:
     return SERIAL
 
 
+def in_process(runner: Runner) -> bool:
+    """Whether map_recordings runs the items one after another in this process."""
+    return runner.backend != "dask" and (runner.n_jobs == 1 or runner.backend == "sequential")
+
+
 def map_recordings(func: Callable[[T], R], items: Iterable[T],
                    runner: Runner = SERIAL) -> list[R]:
     """Apply func to each item; results come back in the items' order."""
     items = list(items)
     if runner.backend == "dask":
         return _map_dask(func, items, runner.scheduler)
-    if runner.n_jobs == 1 or runner.backend == "sequential" or len(items) < 2:
+    if in_process(runner) or len(items) < 2:
         return [func(item) for item in items]
     from joblib import Parallel, delayed  # imported when used: it costs every stage 0.1 s
 

@@ -1,11 +1,14 @@
 """The one parallel path: local workers only where the work pays for starting them (said
-in the log), and two loky workers write what one process writes (ingest, outliers scan)."""
+in the log), two loky workers write what one process writes (ingest, outliers scan), and
+one process writes behind its reads."""
 import logging
 import os
+import threading
 
 import numpy as np
+import pytest
 
-from oddpipe import ingest, outliers
+from oddpipe import continuous, ingest, outliers
 from oddpipe.parallel import SERIAL, Runner, for_work, map_recordings
 from oddpipe.sampling import inspection_sample
 from tests.conftest import make_params
@@ -78,3 +81,30 @@ def test_two_loky_workers_write_what_one_process_writes(small_demo, tmp_path, mo
     assert res1.columns.keys() == res2.columns.keys()
     for name, column in res1.columns.items():
         np.testing.assert_array_equal(column, res2.columns[name], err_msg=name)
+
+
+def test_write_behind_writes_on_its_thread_and_reports_a_failed_write(tmp_path, monkeypatch):
+    threads = []
+    write_array = continuous.write_array
+
+    def recorded(data, path):
+        threads.append(threading.current_thread().name)
+        return write_array(data, path)
+
+    monkeypatch.setattr(continuous, "write_array", recorded)
+    arrays = [np.full((2, 5), i, dtype=np.float32) for i in range(3)]
+    with continuous.WriteBehind() as writer:
+        for i, a in enumerate(arrays):
+            writer.write(a, tmp_path / f"{i}.npy")
+    for i, a in enumerate(arrays):
+        np.testing.assert_array_equal(continuous.open_data(tmp_path / f"{i}.npy"), a)
+    assert len(threads) == 3 and all(t.startswith("oddpipe-write") for t in threads)
+    missing = tmp_path / "no-such-folder" / "x.npy"
+    with pytest.raises(FileNotFoundError) as err:
+        with continuous.WriteBehind() as writer:
+            writer.write(arrays[0], missing)
+    assert err.value.filename == str(missing)
+    with pytest.raises(ValueError, match="the body's"):  # not masked by the write's error
+        with continuous.WriteBehind() as writer:
+            writer.write(arrays[0], missing)
+            raise ValueError("the body's")
