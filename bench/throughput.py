@@ -2,8 +2,9 @@
 import cost), on the demo dataset with a warm page cache:
 
 - ingest (run_ingest) against bare `mne.io.read_raw(f).get_data()` of the same files;
-- ingest with n_jobs=2 against n_jobs=1, beside what two processes gain for the bare read
-  itself (the machine's own limit);
+- ingest with n_jobs=2 against n_jobs=1, in two loky workers and in one process writing
+  behind its reads, beside what two processes gain for the bare read itself (the
+  machine's own limit);
 - outliers (detect) against ingest;
 - filter (run_filter: notch, band-pass, epoching, writing) against MNE's `notch_filter` +
   `filter_data` on the same arrays;
@@ -76,6 +77,15 @@ def bare_read(files: list[Path], n_jobs: int = 1) -> int:
     return sum(Parallel(n_jobs=n_jobs)(delayed(read_one)(f) for f in files))
 
 
+def ingest_in_process(params: Params, out: Path) -> tuple:
+    """n_jobs=2 where workers would not pay: one process, a thread writing behind the reads."""
+    saved, ingest_module.PARALLEL_BYTES = ingest_module.PARALLEL_BYTES, float("inf")
+    try:
+        return run_ingest(params.ingest, out, Runner(n_jobs=2))
+    finally:
+        ingest_module.PARALLEL_BYTES = saved
+
+
 def mne_filter_floor(work: Path, params: Params, recordings) -> None:
     """What the filter stage must do at least: MNE's notch + band-pass on each array."""
     fp = params.filter
@@ -143,29 +153,38 @@ def run(tmp: Path) -> None:
     # ingest.PARALLEL_BYTES (the demo's 116 MB among them) in one process.
     ingest_module.PARALLEL_BYTES = 0
     ingest = lambda n: run_ingest(params.ingest, tmp / "ingest", Runner(n_jobs=n))  # noqa: E731
+    behind = lambda: ingest_in_process(params, tmp / "ingest")  # noqa: E731
     clean = lambda: shutil.rmtree(tmp / "ingest", ignore_errors=True)  # noqa: E731
     ingest(2)  # start the loky workers once; a stage pays this, see bench/stage_times.py
     bare_read(files, 2)
-    # Interleaved runs (bare read, ingest n_jobs=1, n_jobs=2, bare read in two processes),
-    # so that load drifting on a shared machine hits all alike; ratios are taken within
-    # each run and their median reported.
+    # Interleaved runs (bare read, ingest n_jobs=1, n_jobs=2, bare read in two processes,
+    # n_jobs=2 in one process), so that load drifting on a shared machine hits all alike;
+    # ratios are taken within each run and their median reported.
     runs = [(best_of(1, lambda: bare_read(files))[0], best_of(1, lambda: ingest(1), clean),
-             best_of(1, lambda: ingest(2), clean)[0], best_of(1, lambda: bare_read(files, 2))[0])
+             best_of(1, lambda: ingest(2), clean)[0], best_of(1, lambda: bare_read(files, 2))[0],
+             best_of(1, behind, clean)[0])
             for _ in range(args.repeat)]
     t_bare = min(r[0] for r in runs)
     t_ingest, (recordings, events, _) = min((r[1] for r in runs), key=lambda tr: tr[0])
     t_ingest2 = min(r[2] for r in runs)
-    vs_bare = float(np.median([i[0] / b for b, i, _, _ in runs]))
-    speedup = float(np.median([i[0] / j for _, i, j, _ in runs]))
-    bare_speedup = float(np.median([b / b2 for b, _, _, b2 in runs]))
+    vs_bare = float(np.median([r[1][0] / r[0] for r in runs]))
+    speedup = float(np.median([r[1][0] / r[2] for r in runs]))
+    bare_speedup = float(np.median([r[0] / r[3] for r in runs]))
+    t_behind = min(r[4] for r in runs)
+    behind_speedup = float(np.median([r[1][0] / r[4] for r in runs]))
+    behind_vs_bare = float(np.median([r[4] / r[0] for r in runs]))
+    behind_line = (f"n_jobs=2 in one process (a thread writing behind the reads) {t_behind:.2f} s: "
+                   f"speed-up {behind_speedup:.2f}x, {behind_vs_bare:.2f}x the bare read")
     if args.ingest_only:
         print(f"data: {len(files)} EDF files, {mb:.0f} MB; {args.repeat} interleaved repeats")
-        print("each run, s (bare read, ingest n_jobs=1, n_jobs=2, bare read in 2 processes): "
-              + ", ".join(f"({b:.2f}, {i[0]:.2f}, {j:.2f}, {b2:.2f})" for b, i, j, b2 in runs))
+        print("each run, s (bare read, ingest n_jobs=1, n_jobs=2, bare read in 2 processes, "
+              "n_jobs=2 in one process): " + ", ".join(
+                  f"({b:.2f}, {i[0]:.2f}, {j:.2f}, {b2:.2f}, {w:.2f})" for b, i, j, b2, w in runs))
         print(f"bare MNE read {t_bare:.2f} s, ingest n_jobs=1 {t_ingest:.2f} s, n_jobs=2 "
               f"{t_ingest2:.2f} s; median ratios within runs: ingest / bare read "
               f"{vs_bare:.2f}x, n_jobs=2 speed-up {speedup:.2f}x (the bare read's own in two "
               f"processes: {bare_speedup:.2f}x)")
+        print(behind_line)
         raw_arg = f" --raw-dir {args.raw_dir}" if args.raw_dir else ""
         print(f"command: .venv/bin/python bench/throughput.py --ingest-only --repeat "
               f"{args.repeat}{raw_arg}")
@@ -198,6 +217,8 @@ def run(tmp: Path) -> None:
     print(f"ingest, n_jobs=2       {t_ingest2:7.2f}  speed-up {speedup:.2f}x, median of paired "
           f"runs (target >= 1.6 on 2 cores); the bare read's own in two processes "
           f"{bare_speedup:.2f}x")
+    print(f"ingest, n_jobs=2 in one process: {behind_line.split(': ', 1)[1]} "
+          f"({t_behind:.2f} s)")
     print(f"outliers (detect)      {t_outliers:7.2f}  {t_outliers / t_ingest:.2f}x ingest "
           "(target <= 0.25)")
     print(f"MNE notch+filter_data  {t_floor:7.2f}")

@@ -772,11 +772,12 @@ def check_targets(scans: list[FileScan], params: Ingest) -> None:
                                f"{codes}); check the codes against reports/ingest.tsv")
 
 
-# Ingest reads ~10 ms per MB of EDF here; two loky workers that import MNE take about a
-# second to start. Below this much raw data ingest stays in one process (bench/RESULTS.md:
-# the demo's 116 MB took 1.5 s with two workers against 1.1 s in one, 463 MB 2.8 s
-# against 4.6 s).
-PARALLEL_BYTES = 200_000_000
+# Two loky workers that import MNE take about a second to start; one process with a thread
+# writing behind its reads uses the second core without that cost. Below this much raw
+# data ingest stays in one process (bench/RESULTS.md, the ingest stage's own time: 463 MB
+# 2.8 s in one process against 3.0 s with workers, 1,851 MB 12.7 s against 10.7 s; the
+# line through both breaks even near 600 MB).
+PARALLEL_BYTES = 600_000_000
 
 
 def recording_files(path: Path) -> list[Path]:
@@ -816,12 +817,13 @@ def run_ingest(params: Ingest, out_dir: Path, runner: Runner = SERIAL,
     """
     raw_dir = Path(params.raw_dir)
     files = list_recordings(params)
-    runner = for_work(runner, partial(worth_workers, files))
+    cores, runner = runner.n_jobs, for_work(runner, partial(worth_workers, files))
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(f, out_dir / f".part-{i:06d}.npy") for i, f in enumerate(files)]
-    # In one process the next file's read overlaps this one's write (bench/RESULTS.md);
-    # loky workers already keep the cores busy, and return before a write behind would end.
-    writer = continuous.WriteBehind() if in_process(runner) else None
+    # In one process allowed a second core, the next file's read overlaps this one's write
+    # (bench/RESULTS.md); n_jobs 1 keeps to one core. Loky workers already keep the cores
+    # busy, and would return before a write behind them ended.
+    writer = continuous.WriteBehind() if cores != 1 and in_process(runner) else None
     with writer or nullcontext():
         scans = map_recordings(partial(_scan_job, raw_dir=raw_dir, params=params,
                                        writer=writer), jobs, runner)

@@ -108,3 +108,26 @@ def test_write_behind_writes_on_its_thread_and_reports_a_failed_write(tmp_path, 
         with continuous.WriteBehind() as writer:
             writer.write(arrays[0], missing)
             raise ValueError("the body's")
+
+
+def test_ingest_writes_behind_only_where_a_second_core_is_allowed(small_demo, tmp_path,
+                                                                  monkeypatch):
+    """n_jobs 1 keeps to one core; n_jobs 2 below the workers' threshold writes each
+    recording on a thread while the next is read, and writes the same bytes."""
+    params = make_params(small_demo["raw_dir"])
+    threads = []
+    write_array = continuous.write_array
+
+    def recorded(data, path):
+        threads.append(threading.current_thread().name)
+        return write_array(data, path)
+
+    monkeypatch.setattr(continuous, "write_array", recorded)
+    files = {}
+    for n in (1, 2):
+        threads.clear()
+        ingest.run_ingest(params.ingest, tmp_path / f"j{n}", Runner(n_jobs=n))
+        files[n] = {p.name: p.read_bytes() for p in sorted((tmp_path / f"j{n}").iterdir())}
+        assert len(threads) == 9  # one part per recording
+        assert {t.startswith("oddpipe-write") for t in threads} == {n == 2}
+    assert files[1] == files[2]
