@@ -408,6 +408,8 @@ def median(a: np.ndarray, axis: int = 0) -> np.ndarray:
     first call (10-15 ms, a tenth of the outliers stage's work on the demo)."""
     s = np.sort(a, axis=axis)
     n = s.shape[axis]
+    if n == 0:  # as np.median: NaN (no neighbouring bins, say)
+        return np.full(np.delete(s.shape, axis), np.nan)
     return (s.take((n - 1) // 2, axis=axis) + s.take(n // 2, axis=axis)) / 2
 
 

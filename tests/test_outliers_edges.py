@@ -221,3 +221,16 @@ def test_a_recording_shorter_than_a_segment_is_left_out_with_a_reason(tmp_path):
     assert "too short to scan (2.00 s < outliers.segment_s 4.0 s, from short.edf)" in short["flags"]["*"]
     assert {r: d["action"] for r, d in result.decisions.items() if r != "short"} == \
         dict.fromkeys(["long1", "long2", "long3"], "keep")
+
+
+def test_segments_too_short_for_neighbouring_bins_give_a_zero_ratio_not_a_crash():
+    """scan_files scans a clip shorter than outliers.segment_s whole: at 0.1 s its bins are
+    10 Hz apart, none lies 2-6 Hz from 60 Hz, so there is no floor to compare the peak with;
+    the ratio is 0 (nothing measured), every other feature stands."""
+    data = background(500.0, 20, 3)
+    params = Outliers().model_copy(update={"segment_s": 0.1})  # as scan_files sets it
+    with np.errstate(all="raise"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = scan_array(data, 500.0, NAMES, 60.0, "r", params).table
+    assert (table["line_ratio_db"] == 0).all()
+    assert np.allclose(table["std"], 20e-6, rtol=0.1)
