@@ -83,7 +83,9 @@ def test_two_loky_workers_write_what_one_process_writes(small_demo, tmp_path, mo
         np.testing.assert_array_equal(column, res2.columns[name], err_msg=name)
 
 
-def test_write_behind_writes_on_its_thread_and_reports_a_failed_write(tmp_path, monkeypatch):
+@pytest.fixture
+def write_threads(monkeypatch) -> list[str]:
+    """The names of the threads continuous.write_array runs on, one per call."""
     threads = []
     write_array = continuous.write_array
 
@@ -92,13 +94,18 @@ def test_write_behind_writes_on_its_thread_and_reports_a_failed_write(tmp_path, 
         return write_array(data, path)
 
     monkeypatch.setattr(continuous, "write_array", recorded)
+    return threads
+
+
+def test_write_behind_writes_on_its_thread_and_reports_a_failed_write(tmp_path, write_threads):
     arrays = [np.full((2, 5), i, dtype=np.float32) for i in range(3)]
     with continuous.WriteBehind() as writer:
         for i, a in enumerate(arrays):
             writer.write(a, tmp_path / f"{i}.npy")
     for i, a in enumerate(arrays):
         np.testing.assert_array_equal(continuous.open_data(tmp_path / f"{i}.npy"), a)
-    assert len(threads) == 3 and all(t.startswith("oddpipe-write") for t in threads)
+    assert len(write_threads) == 3
+    assert all(t.startswith("oddpipe-write") for t in write_threads)
     missing = tmp_path / "no-such-folder" / "x.npy"
     with pytest.raises(FileNotFoundError) as err:
         with continuous.WriteBehind() as writer:
@@ -111,23 +118,15 @@ def test_write_behind_writes_on_its_thread_and_reports_a_failed_write(tmp_path, 
 
 
 def test_ingest_writes_behind_only_where_a_second_core_is_allowed(small_demo, tmp_path,
-                                                                  monkeypatch):
+                                                                  write_threads):
     """n_jobs 1 keeps to one core; n_jobs 2 below the workers' threshold writes each
     recording on a thread while the next is read, and writes the same bytes."""
     params = make_params(small_demo["raw_dir"])
-    threads = []
-    write_array = continuous.write_array
-
-    def recorded(data, path):
-        threads.append(threading.current_thread().name)
-        return write_array(data, path)
-
-    monkeypatch.setattr(continuous, "write_array", recorded)
     files = {}
     for n in (1, 2):
-        threads.clear()
+        write_threads.clear()
         ingest.run_ingest(params.ingest, tmp_path / f"j{n}", Runner(n_jobs=n))
         files[n] = {p.name: p.read_bytes() for p in sorted((tmp_path / f"j{n}").iterdir())}
-        assert len(threads) == 9  # one part per recording
-        assert {t.startswith("oddpipe-write") for t in threads} == {n == 2}
+        assert len(write_threads) == 9  # one part per recording
+        assert {t.startswith("oddpipe-write") for t in write_threads} == {n == 2}
     assert files[1] == files[2]
