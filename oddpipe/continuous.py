@@ -70,8 +70,13 @@ def stream_raw(raw: "mne.io.BaseRaw", picks: list[str], path: Path) -> int:
 
 
 def write_array(data: np.ndarray, path: Path) -> int:
-    with open(path, "wb") as fh:  # a file object: np.save would not append .npy
-        np.save(fh, np.ascontiguousarray(data, dtype=np.float32), allow_pickle=False)
+    try:
+        with open(path, "wb") as fh:  # a file object: np.save would not append .npy
+            np.save(fh, np.ascontiguousarray(data, dtype=np.float32), allow_pickle=False)
+    except OSError as exc:  # numpy's "not enough free space" has no errno nor file name
+        raise OddpipeError(f"cannot write {path} ({exc.strerror or exc}); check that "
+                           f"{Path(path).parent} still exists, is writable and its disk "
+                           "has space") from None
     return data.shape[1]
 
 

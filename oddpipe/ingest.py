@@ -672,10 +672,9 @@ def conform(scan: FileScan, channels: list[str], out_dir: Path) -> tuple[Path, i
     return path, n_times
 
 
-def discard_parts(scans: list[FileScan]) -> None:
-    for s in scans:
-        if s.part is not None:
-            s.part.unlink(missing_ok=True)
+def discard_parts(out_dir: Path) -> None:
+    for part in Path(out_dir).glob(".part-*.npy"):
+        part.unlink(missing_ok=True)
 
 
 def mark_duplicate_names(scans: list[FileScan]) -> None:
@@ -808,6 +807,18 @@ def worth_workers(files: list[Path]) -> tuple[bool, str]:
     return size >= PARALLEL_BYTES, f"{len(files)} files, {size / 1e6:.0f} MB"
 
 
+def scan_all(jobs: list[tuple[Path, Path]], raw_dir: Path, params: Ingest, runner: Runner,
+             cores: int) -> list[FileScan]:
+    """scan_file for every (file, part) job. In one process allowed a second core (cores:
+    execution.n_jobs), the next file's read overlaps this one's write (bench/RESULTS.md);
+    n_jobs 1 keeps to one core. Loky workers already keep the cores busy, and would return
+    before a write behind them ended."""
+    writer = continuous.WriteBehind() if cores != 1 and in_process(runner) else None
+    with writer or nullcontext():
+        return map_recordings(partial(_scan_job, raw_dir=raw_dir, params=params,
+                                      writer=writer), jobs, runner)
+
+
 def run_ingest(params: Ingest, out_dir: Path, runner: Runner = SERIAL,
                report_path: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Scan, choose channels, write one .npy per usable recording and channels.tsv.
@@ -820,25 +831,19 @@ def run_ingest(params: Ingest, out_dir: Path, runner: Runner = SERIAL,
     cores, runner = runner.n_jobs, for_work(runner, partial(worth_workers, files))
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(f, out_dir / f".part-{i:06d}.npy") for i, f in enumerate(files)]
-    # In one process allowed a second core, the next file's read overlaps this one's write
-    # (bench/RESULTS.md); n_jobs 1 keeps to one core. Loky workers already keep the cores
-    # busy, and would return before a write behind them ended.
-    writer = continuous.WriteBehind() if cores != 1 and in_process(runner) else None
-    with writer or nullcontext():
-        scans = map_recordings(partial(_scan_job, raw_dir=raw_dir, params=params,
-                                       writer=writer), jobs, runner)
-    mark_duplicate_names(scans)
-    report = report_rows(scans, params.channels)
-    if report_path is not None:
-        write_tsv(report_path, report)
     try:
+        scans = scan_all(jobs, raw_dir, params, runner, cores)
+        mark_duplicate_names(scans)
+        report = report_rows(scans, params.channels)
+        if report_path is not None:
+            write_tsv(report_path, report)
         good, channels = choose(scans, params)
         # renames alone are not worth shipping to workers (9 ms of IPC on the demo)
         work = runner if any(needs_rewrite(s, channels) for s in good) else SERIAL
         written = map_recordings(partial(conform, channels=channels, out_dir=out_dir), good,
                                  work)
-    finally:
-        discard_parts(scans)  # after a failure, or the parts a rename did not consume
+    finally:  # after a failure or an interrupt, or the parts a rename did not consume
+        discard_parts(out_dir)
     for scan, (_, n_times) in zip(good, written):
         scan.n_times = n_times  # after resampling, from the data written
     types = dict(zip(good[0].channels, good[0].types))

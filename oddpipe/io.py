@@ -11,7 +11,8 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,16 +28,28 @@ NA = "n/a"
 FLOAT_FORMAT = "%.10g"
 
 
+@contextmanager
+def replacing(path: Path, tmp: Path) -> Iterator[None]:
+    """Write tmp in the block, then rename it to path; on any failure (a full disk, Ctrl-C)
+    tmp is removed and path left as it was."""
+    try:
+        yield
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (temp file, then rename); NaN or inf is an error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    with replacing(path, Path(tmp)):
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
 
 
 def read_json(path: Path) -> Any:
@@ -55,8 +68,8 @@ def write_tsv(path: Path, table: pd.DataFrame) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, sep="\t", index=False, na_rep=NA, float_format=FLOAT_FORMAT)
-    os.replace(tmp, path)
+    with replacing(path, tmp):
+        table.to_csv(tmp, sep="\t", index=False, na_rep=NA, float_format=FLOAT_FORMAT)
 
 
 def cell(value: Any) -> str:
@@ -73,12 +86,11 @@ def write_columns(path: Path, columns: Columns) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with replacing(path, tmp), open(tmp, "w", newline="") as fh:
         out = csv.writer(fh, delimiter="\t", lineterminator="\n")
         out.writerow(columns)
         out.writerows(zip(*([cell(v) for v in np.asarray(c).tolist()]
                             for c in columns.values())))
-    os.replace(tmp, path)
 
 
 # Identifiers stay strings: "01" must not become 1.

@@ -144,13 +144,16 @@ def observable_lines(line_freq: float, sfreq: float) -> tuple[np.ndarray, str]:
 
 
 def harmonic_ratios_db(freqs: np.ndarray, psd: np.ndarray, harmonics: np.ndarray) -> np.ndarray:
-    """(channels, harmonics): peak power over the median of neighbouring bins, in dB."""
+    """(channels, harmonics): peak power over the median of neighbouring bins, in dB; 0
+    where a short segment's bins miss the peak or its neighbourhood (nothing measured)."""
     ratios = np.zeros((psd.shape[0], len(harmonics)))
     near_any = np.zeros(len(freqs), dtype=bool)
     for f in harmonics:
         near_any |= np.abs(freqs - f) < 1.0
     for k, f in enumerate(harmonics):
         dist = np.abs(freqs - f)
+        if not (dist <= PEAK_HALF_WIDTH_HZ).any():
+            continue
         peak = psd[:, dist <= PEAK_HALF_WIDTH_HZ].max(axis=1)
         ring = (dist >= NEIGHBOUR_HZ[0]) & (dist <= NEIGHBOUR_HZ[1]) & ~near_any
         floor = median(psd[:, ring], axis=1)
@@ -288,7 +291,8 @@ def segment_features(segs: Iterable[np.ndarray], sfreq: float, line_freq: float 
     """
     segs = iter(segs)
     first = next(segs)
-    stats = SegmentStats(first.shape[0], first.shape[-1], first.dtype)
+    dtype = np.promote_types(first.dtype, np.float32)  # float16's sums would lose 5 %
+    stats = SegmentStats(first.shape[0], first.shape[-1], dtype)
     stats.add_all(itertools.chain([first], segs))
     seg_std = np.concatenate(stats.stds)  # (segments, channels)
     std = median(seg_std, axis=0)
@@ -753,6 +757,8 @@ def scan_files(paths: list[Path], params: Outliers, line_freq: float | str = "au
     for path in paths:
         raw = mne.io.read_raw(path, preload=False, verbose="error")
         picks = list(mne.pick_types(raw.info, exclude=[], **{t: True for t in ch_types}))
+        if raw.n_times < 2:
+            raise OddpipeError(f"{path}: {raw.n_times} samples, nothing to scan; leave it out")
         seg_s = min(params.segment_s, raw.n_times / raw.info["sfreq"])  # short clips: whole
         feats.append(scan_recording(raw, Path(path).stem, line_freq,
                                     params.model_copy(update={"segment_s": seg_s}), picks))

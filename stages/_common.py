@@ -46,10 +46,14 @@ def run_stage(name: str, body: Callable[[Params], None], params_path: Path) -> i
         print(f"oddpipe {name}: error: missing input {exc.filename}; run the stages before "
               f"this one first (dvc repro {name})", file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(f"oddpipe {name}: error: cannot read or write {exc.filename} ({exc.strerror}); "
-              "check the path exists and is writable", file=sys.stderr)
+    except OSError as exc:  # some (numpy's "not enough free space") carry no file name
+        print(f"oddpipe {name}: error: cannot read or write {exc.filename or 'a file'} "
+              f"({exc.strerror or exc}); check the path exists and is writable and its disk "
+              "has space", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # its partial outputs are already removed
+        print(f"oddpipe {name}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -20,9 +20,11 @@ import pytest
 import yaml
 
 import stages.ingest
+from stages._common import run_stage
 from oddpipe import continuous
 from oddpipe.errors import OddpipeError
 from oddpipe.ingest import run_ingest
+from oddpipe.io import read_columns, write_columns
 from oddpipe.params import parse_params
 from tests.conftest import REPO, default_params
 from tests.pipeline import STAGES, run_stages, working_dir
@@ -435,3 +437,27 @@ def test_sigterm_during_a_stage_removes_its_scratch_folder(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
     assert out.is_dir() and list(out.iterdir()) == []
+
+
+def test_an_interrupted_table_write_leaves_the_old_table_and_no_temp_file(tmp_path):
+    class Interrupting:
+        def __str__(self) -> str:
+            raise KeyboardInterrupt
+
+    path = tmp_path / "t.tsv"
+    write_columns(path, {"a": np.array([1, 2])})
+    with pytest.raises(KeyboardInterrupt):
+        write_columns(path, {"a": np.array([3, Interrupting()], dtype=object)})
+    assert read_columns(path)["a"].tolist() == [1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.tsv"]
+
+
+def test_ctrl_c_during_a_stage_is_one_line_and_exit_code_130(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(default_params()))
+
+    def body(_):
+        raise KeyboardInterrupt
+
+    assert run_stage("ingest", body, params) == 130
+    assert capsys.readouterr().err == "oddpipe ingest: interrupted\n"

@@ -223,12 +223,14 @@ def test_a_recording_shorter_than_a_segment_is_left_out_with_a_reason(tmp_path):
         dict.fromkeys(["long1", "long2", "long3"], "keep")
 
 
-def test_segments_too_short_for_neighbouring_bins_give_a_zero_ratio_not_a_crash():
-    """scan_files scans a clip shorter than outliers.segment_s whole: at 0.1 s its bins are
-    10 Hz apart, none lies 2-6 Hz from 60 Hz, so there is no floor to compare the peak with;
-    the ratio is 0 (nothing measured), every other feature stands."""
+@pytest.mark.parametrize("n_samples", [50, 49])
+def test_segments_too_short_for_line_bins_give_a_zero_ratio_not_a_crash(n_samples):
+    """scan_files scans a clip shorter than outliers.segment_s whole. At 50 samples (500 Hz)
+    its bins are 10 Hz apart: one sits on 60 Hz but none 2-6 Hz from it, so there is no
+    floor; at 49 no bin lies within 0.5 Hz of 60 Hz, so there is no peak. Either way the
+    ratio is 0 (nothing measured), and every other feature stands."""
     data = background(500.0, 20, 3)
-    params = Outliers().model_copy(update={"segment_s": 0.1})  # as scan_files sets it
+    params = Outliers().model_copy(update={"segment_s": n_samples / 500})  # as scan_files
     with np.errstate(all="raise"), warnings.catch_warnings():
         warnings.simplefilter("error")
         table = scan_array(data, 500.0, NAMES, 60.0, "r", params).table

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from oddpipe import continuous, ingest, outliers
+from oddpipe.errors import OddpipeError
 from oddpipe.parallel import SERIAL, Runner, for_work, map_recordings
 from oddpipe.sampling import inspection_sample
 from tests.conftest import make_params
@@ -107,10 +108,9 @@ def test_write_behind_writes_on_its_thread_and_reports_a_failed_write(tmp_path, 
     assert len(write_threads) == 3
     assert all(t.startswith("oddpipe-write") for t in write_threads)
     missing = tmp_path / "no-such-folder" / "x.npy"
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(OddpipeError, match=f"cannot write {missing} .No such file"):
         with continuous.WriteBehind() as writer:
             writer.write(arrays[0], missing)
-    assert err.value.filename == str(missing)
     with pytest.raises(ValueError, match="the body's"):  # not masked by the write's error
         with continuous.WriteBehind() as writer:
             writer.write(arrays[0], missing)
@@ -130,3 +130,43 @@ def test_ingest_writes_behind_only_where_a_second_core_is_allowed(small_demo, tm
         assert len(write_threads) == 9  # one part per recording
         assert {t.startswith("oddpipe-write") for t in write_threads} == {n == 2}
     assert files[1] == files[2]
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_full_disk_names_the_file_and_leaves_no_parts(small_demo, tmp_path, monkeypatch,
+                                                         n_jobs):
+    """numpy's "not enough free space" OSError has no errno nor file name: the error names
+    the part and what to check, and no part file stays behind (n_jobs 2 writes behind)."""
+    params = make_params(small_demo["raw_dir"])
+    save, calls = np.save, []
+
+    def full_disk(fh, *args, **kwargs):
+        calls.append(fh.name)
+        if len(calls) == 3:
+            raise OSError("Not enough free space to write 1000 bytes after offset 128")
+        return save(fh, *args, **kwargs)
+
+    monkeypatch.setattr(continuous.np, "save", full_disk)
+    out = tmp_path / "out"
+    with pytest.raises(OddpipeError) as err:
+        ingest.run_ingest(params.ingest, out, Runner(n_jobs=n_jobs))
+    assert f"cannot write {calls[2]} (Not enough free space" in str(err.value)
+    assert "its disk has space" in str(err.value)
+    assert not list(out.glob(".part-*"))
+
+
+def test_an_interrupted_ingest_leaves_no_parts(small_demo, tmp_path, monkeypatch):
+    params = make_params(small_demo["raw_dir"])
+    scan_file, calls = ingest.scan_file, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return scan_file(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "scan_file", interrupted)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        ingest.run_ingest(params.ingest, out, Runner(n_jobs=2))
+    assert len(calls) == 4 and not list(out.iterdir())
