@@ -173,8 +173,8 @@ def run(tmp: Path) -> None:
     t_behind = min(r[4] for r in runs)
     behind_speedup = float(np.median([r[1][0] / r[4] for r in runs]))
     behind_vs_bare = float(np.median([r[4] / r[0] for r in runs]))
-    behind_line = (f"n_jobs=2 in one process (a thread writing behind the reads) {t_behind:.2f} s: "
-                   f"speed-up {behind_speedup:.2f}x, {behind_vs_bare:.2f}x the bare read")
+    behind_figures = (f"speed-up {behind_speedup:.2f}x, {behind_vs_bare:.2f}x the bare read "
+                      f"({t_behind:.2f} s)")
     if args.ingest_only:
         print(f"data: {len(files)} EDF files, {mb:.0f} MB; {args.repeat} interleaved repeats")
         print("each run, s (bare read, ingest n_jobs=1, n_jobs=2, bare read in 2 processes, "
@@ -184,7 +184,7 @@ def run(tmp: Path) -> None:
               f"{t_ingest2:.2f} s; median ratios within runs: ingest / bare read "
               f"{vs_bare:.2f}x, n_jobs=2 speed-up {speedup:.2f}x (the bare read's own in two "
               f"processes: {bare_speedup:.2f}x)")
-        print(behind_line)
+        print(f"n_jobs=2 in one process (a thread writing behind the reads): {behind_figures}")
         raw_arg = f" --raw-dir {args.raw_dir}" if args.raw_dir else ""
         print(f"command: .venv/bin/python bench/throughput.py --ingest-only --repeat "
               f"{args.repeat}{raw_arg}")
@@ -217,8 +217,7 @@ def run(tmp: Path) -> None:
     print(f"ingest, n_jobs=2       {t_ingest2:7.2f}  speed-up {speedup:.2f}x, median of paired "
           f"runs (target >= 1.6 on 2 cores); the bare read's own in two processes "
           f"{bare_speedup:.2f}x")
-    print(f"ingest, n_jobs=2 in one process: {behind_line.split(': ', 1)[1]} "
-          f"({t_behind:.2f} s)")
+    print(f"ingest, n_jobs=2 in one process: {behind_figures}")
     print(f"outliers (detect)      {t_outliers:7.2f}  {t_outliers / t_ingest:.2f}x ingest "
           "(target <= 0.25)")
     print(f"MNE notch+filter_data  {t_floor:7.2f}")
