@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from oddpipe.errors import OddpipeError
-from oddpipe.io import read_columns, write_columns
+from oddpipe.io import new_file, read_columns, write_columns
 
 if TYPE_CHECKING:
     import mne
@@ -35,7 +35,7 @@ def data_path(out_dir: Path, recording: str) -> Path:
 
 
 def create(path: Path, n_channels: int, n_times: int) -> np.memmap:
-    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
+    return np.lib.format.open_memmap(new_file(path), mode="w+", dtype=np.float32,
                                      shape=(int(n_channels), int(n_times)))  # plain ints: the header is parsed with ast.literal_eval
 
 
@@ -71,7 +71,7 @@ def stream_raw(raw: "mne.io.BaseRaw", picks: list[str], path: Path) -> int:
 
 def write_array(data: np.ndarray, path: Path) -> int:
     try:
-        with open(path, "wb") as fh:  # a file object: np.save would not append .npy
+        with open(new_file(path), "wb") as fh:  # a file object: np.save would not append .npy
             np.save(fh, np.ascontiguousarray(data, dtype=np.float32), allow_pickle=False)
     except OSError as exc:  # numpy's "not enough free space" has no errno nor file name
         raise OddpipeError(f"cannot write {path} ({exc.strerror or exc}); check that "

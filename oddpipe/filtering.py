@@ -16,6 +16,7 @@ import pandas as pd
 
 from oddpipe import continuous
 from oddpipe.errors import OddpipeError
+from oddpipe.io import new_file
 from oddpipe.parallel import SERIAL, Runner, map_recordings
 from oddpipe.params import Filter
 
@@ -147,7 +148,7 @@ def epoch_recording(source: Continuous, recording: str, events: pd.DataFrame,
         data, table = data[finite], table[finite].reset_index(drop=True)
     n_nonfinite = int((~finite).sum())
     part = parts_dir / f"{recording}.npy"
-    np.save(part, data)
+    np.save(new_file(part), data)
     return RecordingEpochs(recording, part, table, int((~inside).sum()), n_nonfinite, moments)
 
 
@@ -182,7 +183,7 @@ def assemble_split(parts: list[RecordingEpochs], split: str, n_ch: int, n_times:
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
               "fortran_order": False, "shape": (n, n_ch, n_times)}
     masks_out, tables = [], []
-    with open(out_dir / f"{split}_X.npy", "wb") as fh:
+    with open(new_file(out_dir / f"{split}_X.npy"), "wb") as fh:
         np.lib.format.write_array_header_1_0(fh, header)
         for p, sel in rows:
             if sel.any():
@@ -192,7 +193,7 @@ def assemble_split(parts: list[RecordingEpochs], split: str, n_ch: int, n_times:
                 tables.append(p.table[sel])
     mask = (np.ascontiguousarray(np.concatenate(masks_out)) if masks_out
             else np.zeros((0, n_ch), dtype=bool))
-    np.save(out_dir / f"{split}_mask.npy", mask)
+    np.save(new_file(out_dir / f"{split}_mask.npy"), mask)
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=EPOCH_COLUMNS)
 
 

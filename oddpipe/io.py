@@ -28,6 +28,14 @@ NA = "n/a"
 FLOAT_FORMAT = "%.10g"
 
 
+def new_file(path: Path) -> Path:
+    """path, with any file there removed first, so that writing it makes a new file: DVC
+    hardlinks outputs to its cache (.dvc/config cache.type), and writing into that file
+    would change the cached copy of the previous run (or fail: DVC makes it read-only)."""
+    Path(path).unlink(missing_ok=True)
+    return Path(path)
+
+
 @contextmanager
 def replacing(path: Path, tmp: Path) -> Iterator[None]:
     """Write tmp in the block, then rename it to path; on any failure (a full disk, Ctrl-C)

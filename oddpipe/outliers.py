@@ -27,7 +27,7 @@ import numpy as np
 
 from oddpipe import continuous
 from oddpipe.errors import OddpipeError
-from oddpipe.io import Columns, require_columns
+from oddpipe.io import Columns, new_file, require_columns
 from oddpipe.parallel import SERIAL, Runner, for_work, map_recordings
 from oddpipe.params import Outliers
 
@@ -701,7 +701,7 @@ def evidence_arrays(result: OutlierResult) -> dict[str, np.ndarray]:
 
 def save_evidence(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:  # a file object: np.savez would append .npz to the name
+    with open(new_file(path), "wb") as fh:  # a file object: np.savez would append .npz
         np.savez(fh, **arrays)
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from oddpipe.datasets import load_split
-from oddpipe.io import read_json, write_json
+from oddpipe.io import new_file, read_json, write_json
 from oddpipe.models import build_model
 from oddpipe.params import Params
 from oddpipe.training import fit, guard_inputs, resolve_device, seed_everything
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         guard_inputs(train, norm, tp, info["channels"])
         history = fit(model, train, val, norm, tp, device)
         args.out.mkdir(parents=True, exist_ok=True)
-        torch.save(model.cpu().state_dict(), args.out / "model.pt")
+        torch.save(model.cpu().state_dict(), new_file(args.out / "model.pt"))
         write_json(args.out / "model.json", config)
         curve = pd.DataFrame(history.rows)
         args.curve.parent.mkdir(parents=True, exist_ok=True)

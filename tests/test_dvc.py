@@ -2,8 +2,10 @@
 small demo: caching, which stages a param change reruns, and metrics diff across commits."""
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -95,3 +97,24 @@ def test_metrics_diff_across_two_commits(repo):
     assert 0 <= old <= 1 and 0 <= new <= 1
     params_diff = sh(repo, "dvc", "params", "diff", "HEAD~1", "HEAD")
     assert re.search(r"train\.lr\s+0\.002\s+0\.01", params_diff)
+
+
+def cached_copy(repo: Path, path: Path) -> Path:
+    digest = hashlib.md5(path.read_bytes()).hexdigest()
+    return repo / ".dvc/cache/files/md5" / digest[:2] / digest[2:]
+
+
+def test_a_stage_run_by_hand_writes_new_files_and_leaves_the_cache_intact(repo):
+    """.dvc/config links outputs to the cache (hardlinks here): a stage run outside DVC
+    over them must not write into the cached file of the last run."""
+    model = repo / "data/train/model.pt"
+    cached = cached_copy(repo, model)
+    assert model.stat().st_nlink == 2 and model.stat().st_ino == cached.stat().st_ino
+    before = cached.read_bytes()
+    set_param(repo, "train", "lr", 0.02)
+    cmd = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["train"]["cmd"]
+    sh(repo, *shlex.split(cmd))
+    assert model.read_bytes() != before  # the run wrote another model...
+    assert cached.read_bytes() == before  # ...into a new file, not into the cached one
+    assert hashlib.md5(before).hexdigest() == cached.parent.name + cached.name
+    assert "data/train" in sh(repo, "dvc", "status")
