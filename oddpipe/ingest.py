@@ -66,9 +66,13 @@ def normalize_channel_name(name: str) -> str:
 
 def listed(path: Path) -> bool:
     """A match to ingest: a file, and what a person would take for one (a folder with a
-    suffix, a broken link), so its row says why it cannot be read instead of it vanishing."""
-    return path.is_file() or (path.is_dir() and bool(path.suffix)) or (
-        path.is_symlink() and not path.exists())
+    suffix, a broken link, a file in a folder this user may list but not enter), so its row
+    says why it cannot be read instead of it vanishing."""
+    try:
+        return path.is_file() or (path.is_dir() and bool(path.suffix)) or (
+            path.is_symlink() and not path.exists())
+    except PermissionError:
+        return True
 
 
 def list_files(raw_dir: Path, pattern: str) -> list[Path]:
@@ -97,6 +101,13 @@ def vhdr_files(header: Path) -> set[str]:
 def companion_header(path: Path) -> Path | None:
     """The header a side file belongs to (BrainVision .eeg/.dat/.vmrk, EEGLAB .fdt,
     Nihon Kohden .21E/.PNT/.LOG/.11D), or None for a recording in its own right."""
+    try:
+        return _companion_header(path)
+    except PermissionError:  # a folder this user may not enter: the file's row says so
+        return None
+
+
+def _companion_header(path: Path) -> Path | None:
     for ext in (".vhdr", ".VHDR"):
         header = path.with_suffix(ext)
         if header != path and header.is_file() and path.name in vhdr_files(header):
@@ -512,6 +523,13 @@ FOLDER_FORMATS = {".ds", ".mff"}  # recordings MNE reads as a folder (CTF, EGI)
 def file_problem(path: Path) -> str | None:
     """What makes a listed path no recording before MNE tries it (MNE's own message
     for these is an unrelated AttributeError, or none at all)."""
+    try:
+        path.stat()
+    except PermissionError:
+        return (f"permission denied: this user cannot open it or enter its folder; give read "
+                f"access (chmod -R a+rX {shown(path.parent)}) or copy the recordings elsewhere")
+    except OSError:
+        pass  # a broken link: said below
     if not path.exists():
         return f"a broken symbolic link (to {shown(path.readlink())}); fix or remove it"
     if path.is_dir() and path.suffix.lower() not in FOLDER_FORMATS:

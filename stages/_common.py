@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import resource
 import signal
 import sys
@@ -32,6 +33,7 @@ def run_stage(name: str, body: Callable[[Params], None], params_path: Path) -> i
         params = load_params(params_path)
         logging.basicConfig(level=params.execution.log_level,
                             format=f"{name}: %(message)s", force=True)
+        quiet_mne()
         body(params)
         logging.getLogger(name).info("done in %.1f s, peak RSS %.0f MB",
                                      time.perf_counter() - start, peak_rss_mb())
@@ -55,6 +57,16 @@ def run_stage(name: str, body: Callable[[Params], None], params_path: Path) -> i
         print(f"oddpipe {name}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def quiet_mne() -> None:
+    """MNE's info lines off for this stage, its threads and its workers. Per-call
+    verbose="error" is not enough with threads: MNE sets one process-wide level on entry
+    and restores it on exit, so two threads interleaving restore each other's INFO. A
+    level the user set in MNE_LOGGING_LEVEL stands."""
+    if "MNE_LOGGING_LEVEL" not in os.environ:
+        os.environ["MNE_LOGGING_LEVEL"] = "WARNING"  # read by `import mne` in workers
+        logging.getLogger("mne").setLevel(logging.WARNING)  # mne.set_log_level's effect
 
 
 def _terminated(signum: int, frame: object) -> None:

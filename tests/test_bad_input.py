@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -461,3 +462,48 @@ def test_ctrl_c_during_a_stage_is_one_line_and_exit_code_130(tmp_path, capsys):
 
     assert run_stage("ingest", body, params) == 130
     assert capsys.readouterr().err == "oddpipe ingest: interrupted\n"
+
+
+def test_mne_info_lines_stay_off_when_two_threads_interleave_mne_calls(tmp_path, capsys,
+                                                                     monkeypatch):
+    """backend threading: thread A leaves an MNE call (restoring the level it found) while
+    thread B is still in one; B then logs at the process's level, which must not be INFO."""
+    monkeypatch.setenv("MNE_LOGGING_LEVEL", "")  # so that undoing restores it as it was
+    monkeypatch.delenv("MNE_LOGGING_LEVEL")
+    monkeypatch.setattr(logging.getLogger("mne"), "level", logging.INFO)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(default_params()))
+    raw = mne.io.RawArray(np.zeros((1, 1000)), mne.create_info(1, 100.0), verbose="error")
+    raw.set_annotations(mne.Annotations([1.0], [0.0], ["target"]))
+
+    def body(_):
+        in_a, in_b = mne.utils.use_log_level("error"), mne.utils.use_log_level("error")
+        in_a.__enter__()
+        in_b.__enter__()
+        in_a.__exit__(None, None, None)  # A is done; B is still inside its call
+        mne.events_from_annotations(raw)  # what B logs now, at the level A restored
+        in_b.__exit__(None, None, None)
+
+    assert run_stage("ingest", body, params) == 0
+    out = capsys.readouterr()
+    assert "Used Annotations" not in out.out + out.err
+
+
+def test_a_file_this_user_may_not_open_is_reported_and_the_others_ingested(fif_dir, tmp_path,
+                                                                         monkeypatch):
+    """A folder readable but not searchable: its files' names are listed, their stat is
+    denied (EACCES, which root never gets, hence the patch)."""
+    locked = fif_dir / "sub-03"
+    shutil.copytree(fif_dir / "sub-01", locked)
+    real_stat = Path.stat
+
+    def stat(self, *args, **kwargs):
+        if self.parent == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    recordings, report = ingest_report(fif_dir, tmp_path)
+    assert len(recordings) == 2 and len(report) == 3
+    reason = report.loc["sub-03/sub-01_run-01_raw.fif", "reason"]
+    assert "permission denied" in reason and f"chmod -R a+rX {locked}" in reason
