@@ -2,6 +2,7 @@
 small demo: caching, which stages a param change reruns, and metrics diff across commits."""
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import re
@@ -118,3 +119,48 @@ def test_a_stage_run_by_hand_writes_new_files_and_leaves_the_cache_intact(repo):
     assert cached.read_bytes() == before  # ...into a new file, not into the cached one
     assert hashlib.md5(before).hexdigest() == cached.parent.name + cached.name
     assert "data/train" in sh(repo, "dvc", "status")
+
+
+def local_imports(path: Path) -> set[str]:
+    """The oddpipe / stages modules a file imports, anywhere in it (function bodies too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return {m for m in found if m.split(".")[0] in ("oddpipe", "stages")
+            and module_file(m).is_file()}
+
+
+def module_file(module: str) -> Path:
+    path = REPO / Path(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def docstring_only(path: Path) -> bool:
+    body = ast.parse(path.read_text()).body
+    return all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body)
+
+
+def test_every_stage_lists_every_module_it_runs_as_a_dependency():
+    """A module a stage imports, however indirectly, must be in its deps: else editing it
+    leaves the stage's output stale without DVC noticing."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    missing = {}
+    for name, stage in stages.items():
+        todo = [re.search(r"python -m (\S+)", stage["cmd"]).group(1)]
+        seen: set[str] = set()
+        while todo:
+            module = todo.pop()
+            if module not in seen:
+                seen.add(module)
+                todo += local_imports(module_file(module))
+                parent = module.rpartition(".")[0]
+                todo += [parent] if parent else []  # a package's __init__ runs first
+        needed = {module_file(m).relative_to(REPO).as_posix() for m in seen
+                  if not docstring_only(module_file(m))}
+        if lacking := sorted(needed - set(stage["deps"])):
+            missing[name] = lacking
+    assert missing == {}
