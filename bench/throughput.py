@@ -90,7 +90,7 @@ def mne_filter_floor(work: Path, params: Params, recordings) -> None:
     """What the filter stage must do at least: MNE's notch + band-pass on each array."""
     fp = params.filter
     for r in recordings.itertuples():
-        data = np.asarray(continuous.open_data(work / "ingest" / r.data), dtype=np.float64)
+        data = continuous.open_data(work / "ingest" / r.data).volts(dtype=np.float64)
         data = mne.filter.notch_filter(data, r.sfreq, notch_freqs(float(r.line_freq), r.sfreq),
                                        verbose="error")
         mne.filter.filter_data(data, r.sfreq, fp.l_freq, fp.h_freq, verbose="error")

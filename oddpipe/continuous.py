@@ -1,8 +1,17 @@
 """The continuous-data contract between ingest and the stages that read it.
 
-One float32 (channels, times) `.npy` per recording, in volts, opened memory-mapped, plus
-one `channels.tsv` (name, type) for the whole ingest output (every recording holds the
-same channels in the same order).
+One `.npy` of (channels, times) per recording, opened memory-mapped, plus one
+`channels.tsv` (name, type) for the whole ingest output (every recording holds the same
+channels in the same order). The array holds either
+
+- int16 counts, the recording's own 16-bit samples as the file stored them (EDF), with a
+  `<recording>.cal.json` beside it: per channel, volts = counts * scale_v + offset_v; or
+- float32 volts, for everything else (float formats, 24-bit BDF, resampled recordings).
+
+Read either through `open_data`, which gives volts. Why counts: they are exact (the
+file's own values, not a rounding of them) and half the bytes of float32: at 16x the demo
+3.69 GB became 1.85 GB that ingest writes, DVC hashes and every later stage reads
+(bench/RESULTS.md).
 
 Why `.npy` rather than FIF: any segment of a memory-mapped array costs no parsing (the
 outliers scan reads 20 short segments of every recording, and opening a FIF alone took
@@ -11,31 +20,94 @@ the same contract as the epochs. An MNE Raw is one call away (`to_raw`).
 """
 from __future__ import annotations
 
+import json
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from oddpipe.errors import OddpipeError
-from oddpipe.io import new_file, read_columns, write_columns
+from oddpipe.io import new_file, read_columns, read_json, write_columns
 
 if TYPE_CHECKING:
     import mne
 
 CHANNELS_FILE = "channels.tsv"
+CAL_SUFFIX = ".cal.json"
 CHUNK_VALUES = 4_000_000  # a recording of up to this many samples x channels is held whole
-# (16 MB as float32); a longer one streams into a memory-mapped .npy
+# (8-16 MB); a longer one streams into a memory-mapped .npy
 READ_VALUES = 1 << 20  # samples x channels per MNE read: malloc reuses its 8 MB float64
 # buffer from read to read, where a whole-file buffer is faulted in afresh (bench/RESULTS.md)
+CHECK_EVERY = 61  # counts are checked on every 61st sample of every chunk (read_into)
+COUNT_TOLERANCE = 1e-6  # counts; float64 rounding of MNE's calibration is below 1e-10
+
+
+@dataclass(frozen=True)
+class Signals:
+    """One recording's (channels, times) samples as stored, and how to make volts of them:
+    float32 volts (scale None), or int16 counts with volts = counts * scale + offset."""
+
+    data: np.ndarray
+    scale: np.ndarray | None = None  # (channels,) float64, volts per count
+    offset: np.ndarray | None = None  # (channels,) float64, volts at count 0
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def is_counts(self) -> bool:
+        return self.scale is not None
+
+    def volts(self, start: int = 0, stop: int | None = None,
+              dtype: np.dtype | type = np.float32) -> np.ndarray:
+        """Samples start:stop of every channel, in volts. Stored float32 read as float32 is
+        the stored block itself (for a map, a read-only view): copy it to edit it."""
+        return self._volts((slice(None), slice(start, stop)), dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """data[key] in volts, float32 (as the float32 array of volts would give it)."""
+        return self._volts(key, np.float32)
+
+    def _volts(self, key: Any, dtype: np.dtype | type) -> np.ndarray:
+        block = self.data[key]
+        if self.scale is None:
+            return np.asarray(block, dtype=dtype)
+        rows = key[0] if isinstance(key, tuple) else key
+        scale, offset = self.scale[rows], self.offset[rows]
+        if np.ndim(block) == 2:
+            scale, offset = scale[:, None], offset[:, None]
+        out = np.multiply(block, scale)  # float64: exact counts times the calibration
+        out += offset
+        return out.astype(dtype, copy=False)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """np.asarray(signals): every sample in volts (float32 unless dtype says)."""
+        return self._volts(slice(None), dtype or np.float32)
+
+    def take(self, rows: list[int]) -> "Signals":
+        """The given channels, in that order, stored as they are."""
+        if self.scale is None:
+            return Signals(self.data[rows])
+        return Signals(self.data[rows], self.scale[rows], self.offset[rows])
 
 
 def data_path(out_dir: Path, recording: str) -> Path:
     return Path(out_dir) / f"{recording}.npy"
 
 
-def create(path: Path, n_channels: int, n_times: int) -> np.memmap:
-    return np.lib.format.open_memmap(new_file(path), mode="w+", dtype=np.float32,
+def cal_path(path: Path) -> Path:
+    """The calibration beside an int16 .npy: rec.npy -> rec.cal.json (no data file can be
+    named so: they all end in .npy)."""
+    return Path(path).with_suffix(CAL_SUFFIX)
+
+
+def create(path: Path, n_channels: int, n_times: int,
+           dtype: np.dtype | type = np.float32) -> np.memmap:
+    return np.lib.format.open_memmap(new_file(path), mode="w+", dtype=dtype,
                                      shape=(int(n_channels), int(n_times)))  # plain ints: the header is parsed with ast.literal_eval
 
 
@@ -43,57 +115,163 @@ def fits_one_chunk(n_times: int, n_channels: int) -> bool:
     return n_times * max(n_channels, 1) <= CHUNK_VALUES
 
 
-def read_into(raw: "mne.io.BaseRaw", picks: list[str], out: np.ndarray) -> np.ndarray:
-    """Fill `out` (channels, times) with the picked channels, a few MB per read."""
+def edf_calibration(raw: "mne.io.BaseRaw",
+                    picks: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scale, offset) per picked channel when MNE reads them from an EDF's 16-bit samples,
+    where it computes volts = ((count * cal) + offset) * unit from the header; None for any
+    other reader or for a channel stored at a lower rate (MNE interpolates it). These are
+    MNE's reader internals: read_into checks every chunk against them, and a file that
+    does not fit is stored as float32."""
+    extras = getattr(raw, "_raw_extras", None)
+    if type(raw).__name__ != "RawEDF" or not extras or len(extras) != 1:
+        return None
+    try:
+        ex = extras[0]
+        if ex["subtype"] != "edf" or np.dtype(ex["dtype_np"]) != np.int16:
+            return None
+        idx = np.array([raw.ch_names.index(p) for p in picks])
+        if (ex["n_samps"][ex["sel"][idx]] != ex["max_samp"]).any():
+            return None
+        unit = ex["units"][idx] * np.asarray(raw._cals)[idx]
+        scale, offset = ex["cal"][idx] * unit, ex["offsets"][idx] * unit
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    usable = np.isfinite(scale).all() and np.isfinite(offset).all() and (scale != 0).all()
+    return (scale.astype(np.float64), offset.astype(np.float64)) if usable else None
+
+
+def as_counts(chunk: np.ndarray, cal: tuple[np.ndarray, np.ndarray]) -> bool:
+    """Turn a float64 chunk of volts into counts of cal, in place; False when its sampled
+    values are not whole int16 counts (then the chunk is of no use)."""
+    scale, offset = cal
+    chunk *= (1.0 / scale)[:, None]
+    chunk -= (offset / scale)[:, None]
+    sample = chunk[:, ::CHECK_EVERY]
+    whole = np.rint(sample)
+    if not (np.abs(sample - whole).max(initial=0.0) <= COUNT_TOLERANCE  # NaN fails too
+            and whole.min(initial=0) >= -32768 and whole.max(initial=0) <= 32767):
+        return False
+    np.rint(chunk, out=chunk)
+    return True
+
+
+def read_into(raw: "mne.io.BaseRaw", picks: list[str], out: np.ndarray,
+              cal: tuple[np.ndarray, np.ndarray] | None = None) -> bool:
+    """Fill `out` (channels, times) with the picked channels, a few MB per read: volts, or
+    int16 counts of cal. False (out incomplete) when the samples are not counts of cal."""
     step = max(1, min(READ_VALUES, CHUNK_VALUES) // max(len(picks), 1))
     for start in range(0, raw.n_times, step):
         stop = min(start + step, raw.n_times)
-        out[:, start:stop] = raw.get_data(picks=picks, start=start, stop=stop)
-    return out
+        chunk = raw.get_data(picks=picks, start=start, stop=stop)
+        if cal is not None and not as_counts(chunk, cal):
+            return False
+        out[:, start:stop] = chunk
+    return True
 
 
 def read_float32(raw: "mne.io.BaseRaw", picks: list[str]) -> np.ndarray:
-    """The picked channels in memory as float32 (for a file that fits one chunk)."""
-    return read_into(raw, picks, np.empty((len(picks), raw.n_times), dtype=np.float32))
+    """The picked channels in memory as float32 volts (a file that fits one chunk)."""
+    out = np.empty((len(picks), raw.n_times), dtype=np.float32)
+    read_into(raw, picks, out)
+    return out
+
+
+def read_signals(raw: "mne.io.BaseRaw", picks: list[str]) -> Signals:
+    """The picked channels in memory (a file that fits one chunk): the file's own 16-bit
+    counts where it has them, else float32 volts."""
+    cal = edf_calibration(raw, picks)
+    if cal is not None:
+        counts = np.empty((len(picks), raw.n_times), dtype=np.int16)
+        if read_into(raw, picks, counts, cal):
+            return Signals(counts, *cal)
+    return Signals(read_float32(raw, picks))
 
 
 def stream_raw(raw: "mne.io.BaseRaw", picks: list[str], path: Path) -> int:
-    """Copy the picked channels of an unloaded Raw to a .npy chunk by chunk: memory stays
-    bounded however long the file is. Returns the number of samples written."""
+    """Copy the picked channels of an unloaded Raw to a .npy (and its calibration) chunk by
+    chunk: memory stays bounded however long the file is. Returns the samples written."""
     if fits_one_chunk(raw.n_times, len(picks)):  # a sequential write, no memmap page faults
-        return write_array(read_float32(raw, picks), path)
-    out = create(path, len(picks), raw.n_times)
-    read_into(raw, picks, out)
-    out.flush()
-    del out
+        return write_signals(read_signals(raw, picks), path)
+    cal = edf_calibration(raw, picks)
+    if cal is not None and _stream(raw, picks, path, cal):
+        write_calibration(path, cal)
+        return raw.n_times
+    _stream(raw, picks, path, None)
+    cal_path(path).unlink(missing_ok=True)
     return raw.n_times
 
 
+def _stream(raw: "mne.io.BaseRaw", picks: list[str], path: Path,
+            cal: tuple[np.ndarray, np.ndarray] | None) -> bool:
+    out = create(path, len(picks), raw.n_times, np.float32 if cal is None else np.int16)
+    done = read_into(raw, picks, out, cal)
+    out.flush()
+    del out
+    return done
+
+
 def write_array(data: np.ndarray, path: Path) -> int:
+    """float32 volts as a recording's .npy."""
+    return write_signals(Signals(np.asarray(data, dtype=np.float32)), path)
+
+
+def write_signals(signals: Signals, path: Path) -> int:
+    """A recording's .npy, with its calibration beside it when it holds counts (a stale
+    one removed when it does not). Returns its number of samples."""
+    dtype = np.int16 if signals.is_counts else np.float32
     try:
         with open(new_file(path), "wb") as fh:  # a file object: np.save would not append .npy
-            np.save(fh, np.ascontiguousarray(data, dtype=np.float32), allow_pickle=False)
+            np.save(fh, np.ascontiguousarray(signals.data, dtype=dtype), allow_pickle=False)
+        if signals.is_counts:
+            write_calibration(path, (signals.scale, signals.offset))
+        else:
+            cal_path(path).unlink(missing_ok=True)
     except OSError as exc:  # numpy's "not enough free space" has no errno nor file name
         raise OddpipeError(f"cannot write {path} ({exc.strerror or exc}); check that "
                            f"{Path(path).parent} still exists, is writable and its disk "
                            "has space") from None
-    return data.shape[1]
+    return signals.shape[1]
+
+
+def write_calibration(path: Path, cal: tuple[np.ndarray, np.ndarray]) -> None:
+    """The calibration beside its .npy, written as the .npy is (a new file; the stage's
+    output is complete only when the stage is)."""
+    text = json.dumps({"scale_v": [float(v) for v in cal[0]],  # repr: exact float64
+                       "offset_v": [float(v) for v in cal[1]],
+                       "volts": "counts * scale_v + offset_v, per channel"},
+                      indent=2, allow_nan=False)
+    with open(new_file(cal_path(path)), "w") as fh:
+        fh.write(text + "\n")
+
+
+def move(source: Path, target: Path) -> None:
+    """Rename a recording's .npy and its calibration, if any, together."""
+    os.replace(source, target)
+    if cal_path(source).exists():
+        os.replace(cal_path(source), cal_path(target))
+    else:
+        cal_path(target).unlink(missing_ok=True)
+
+
+def remove(path: Path) -> None:
+    Path(path).unlink(missing_ok=True)
+    cal_path(path).unlink(missing_ok=True)
 
 
 class WriteBehind:
-    """Writes arrays on one background thread: the next recording's read (MNE parsing, which
-    holds the GIL) overlaps this one's write (the kernel filling the page cache, with the GIL
-    released), so one process keeps two cores busy. One write waits at most: memory holds
-    two recordings' arrays, whatever their number. Use it as a context manager; leaving it
-    waits for the last write."""
+    """Writes recordings on one background thread: the next recording's read (MNE parsing,
+    which holds the GIL) overlaps this one's write (the kernel filling the page cache, with
+    the GIL released), so one process keeps two cores busy. One write waits at most: memory
+    holds two recordings' arrays, whatever their number. Use it as a context manager;
+    leaving it waits for the last write."""
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oddpipe-write")
         self._pending: Future | None = None
 
-    def write(self, data: np.ndarray, path: Path) -> None:
+    def write(self, signals: Signals, path: Path) -> None:
         self.wait()
-        self._pending = self._pool.submit(write_array, data, path)
+        self._pending = self._pool.submit(write_signals, signals, path)
 
     def wait(self) -> None:
         """Until the last write is done; raises its error (a full disk, say)."""
@@ -114,17 +292,40 @@ class WriteBehind:
             self._pool.shutdown()
 
 
-def open_data(path: Path) -> np.ndarray:
-    """The (channels, times) float32 array of one recording, memory-mapped, read-only."""
+RERUN = "rerun the ingest stage (dvc repro ingest)"
+
+
+def open_data(path: Path) -> Signals:
+    """One recording, memory-mapped, read-only: its samples and, for counts, their
+    calibration (Signals gives volts either way)."""
     try:
         data = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, EOFError) as exc:  # truncated, empty, not .npy, or pickled objects
-        raise OddpipeError(f"{path}: not a readable (channels, times) array ({exc}); rerun "
-                           "the ingest stage (dvc repro ingest)") from None
-    if data.ndim != 2 or data.dtype != np.float32:
-        raise OddpipeError(f"{path}: expected a (channels, times) float32 array, found "
-                           f"{data.dtype} {data.shape}; rerun the ingest stage")
-    return data
+        raise OddpipeError(f"{path}: not a readable (channels, times) array ({exc}); "
+                           f"{RERUN}") from None
+    if data.ndim != 2 or data.dtype not in (np.float32, np.int16):
+        raise OddpipeError(f"{path}: expected a (channels, times) array of float32 volts or "
+                           f"int16 counts, found {data.dtype} {data.shape}; {RERUN}")
+    if data.dtype == np.int16:
+        return Signals(data, *read_calibration(cal_path(path), data.shape[0]))
+    return Signals(data)
+
+
+def read_calibration(path: Path, n_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    if not path.is_file():
+        raise OddpipeError(f"{path}: missing; int16 counts are read with their calibration; "
+                           f"{RERUN}")
+    cal = read_json(path)
+    try:
+        scale, offset = (np.array(cal[k], dtype=np.float64) for k in ("scale_v", "offset_v"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise OddpipeError(f"{path}: no scale_v / offset_v lists of numbers ({exc}); "
+                           f"{RERUN}") from None
+    if scale.shape != (n_channels,) or offset.shape != (n_channels,) or not (
+            np.isfinite(scale).all() and np.isfinite(offset).all() and (scale != 0).all()):
+        raise OddpipeError(f"{path}: expected {n_channels} finite, non-zero scale_v and "
+                           f"finite offset_v values, one per channel; {RERUN}")
+    return scale, offset
 
 
 def write_channels(out_dir: Path, names: list[str], types: list[str]) -> None:

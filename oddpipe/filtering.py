@@ -124,7 +124,7 @@ def epoch_recording(source: Continuous, recording: str, events: pd.DataFrame,
                     line_freq: float | None, drop_channels: list[str], params: Filter,
                     parts_dir: Path) -> RecordingEpochs:
     """Filter one continuous recording and cut its labelled events into epochs."""
-    data = np.array(continuous.open_data(source.path), dtype=np.float64)  # a copy to edit
+    data = continuous.open_data(source.path).volts(dtype=np.float64)  # a new array to edit
     gaps = bridge_gaps(data, ~np.isin(source.channels, drop_channels))
     raw = continuous.to_raw(data, source.channels, source.types, source.sfreq)
     check_rates(params, raw.info["sfreq"])

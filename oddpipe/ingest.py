@@ -1,8 +1,9 @@
 """Ingest: read raw recordings with MNE, map events to labels, pick channels by name.
 
 Each file is opened once: header, channels and events are read, and a usable file's data
-are streamed, chunk by chunk, into a float32 part. Once every file is known, each part
-becomes its recording's .npy: the channels all files share, at one rate (the contract is
+are streamed, chunk by chunk, into a part: the file's own 16-bit counts where it stores
+them (EDF), float32 volts otherwise. Once every file is known, each part becomes its
+recording's .npy: the channels all files share, at one rate (the contract is
 in oddpipe/continuous.py). Memory stays flat: one file's chunk at a time.
 """
 from __future__ import annotations
@@ -417,21 +418,24 @@ def describe_codes(codes: list[str], limit: int = 8) -> str:
 
 
 def typical_rms(raw: mne.io.BaseRaw, picks: list[str], n_segments: int = 10,
-                data: np.ndarray | None = None) -> float:
+                data: continuous.Signals | None = None) -> float:
     """Median over channels of the std of a few 1 s segments (detrended by their mean);
-    taken from `data`, the picked channels already read, when given."""
+    taken from `data`, the picked channels already read, when given: from its stored
+    samples, counts times their scale (the std of volts, without converting them)."""
     seg = min(int(raw.info["sfreq"]), raw.n_times)
     starts = np.linspace(0, raw.n_times - seg, n_segments).astype(int)
-    data = np.stack([raw.get_data(picks=picks, start=s, stop=s + seg) if data is None
-                     else data[:, s:s + seg] for s in starts])
+    segments = np.stack([raw.get_data(picks=picks, start=s, stop=s + seg) if data is None
+                         else data.data[:, s:s + seg] for s in starts])
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN channels: judged below
-        std = data.std(axis=-1, dtype=np.float64)  # float32 data: the same sums as float64
+        std = segments.std(axis=-1, dtype=np.float64)  # float32 data: the same sums as float64
+        if data is not None and data.is_counts:
+            std *= np.abs(data.scale)
         return float(np.nanmedian(np.nanmedian(std, axis=0)))
 
 
 def check_amplitude(raw: mne.io.BaseRaw, channels: dict[str, str], params: Ingest,
-                    data: np.ndarray | None = None) -> str | None:
+                    data: continuous.Signals | None = None) -> str | None:
     """A unit mistake (counts or microvolts labelled as volts) is reported, never rescaled."""
     rms = typical_rms(raw, list(channels.values()), data=data)
     low, high = params.plausible_rms_v
@@ -448,7 +452,8 @@ def check_amplitude(raw: mne.io.BaseRaw, channels: dict[str, str], params: Inges
             "ingest.plausible_rms_v")
 
 
-def _fill_scan(scan: FileScan, raw: mne.io.BaseRaw, params: Ingest) -> np.ndarray | None:
+def _fill_scan(scan: FileScan, raw: mne.io.BaseRaw,
+               params: Ingest) -> continuous.Signals | None:
     """Fill scan from the open file; returns the kept channels' data when the file fits in
     one chunk (read once: the amplitude check and the part file both use it)."""
     scan.sfreq, scan.n_times = float(raw.info["sfreq"]), raw.n_times
@@ -472,7 +477,7 @@ def _fill_scan(scan: FileScan, raw: mne.io.BaseRaw, params: Ingest) -> np.ndarra
         return None
     scan.channels = select_channels(found, params.channels)
     picks = list(scan.channels.values())
-    data = continuous.read_float32(raw, picks) \
+    data = continuous.read_signals(raw, picks) \
         if continuous.fits_one_chunk(raw.n_times, len(picks)) else None
     if error := check_amplitude(raw, scan.channels, params, data):
         scan.error = error
@@ -590,7 +595,7 @@ def _scan_job(job: tuple[Path, Path], raw_dir: Path, params: Ingest,
 
 
 def write_part(scan: FileScan, raw: mne.io.BaseRaw, path: Path,
-               data: np.ndarray | None = None,
+               data: continuous.Signals | None = None,
                writer: continuous.WriteBehind | None = None) -> None:
     """Copy the kept channels, at the file's own rate: `data` when already read, else
     streamed in chunks (memory stays bounded for long files); run_ingest turns it into the
@@ -599,7 +604,7 @@ def write_part(scan: FileScan, raw: mne.io.BaseRaw, path: Path,
     scan.types = raw.get_channel_types(picks=picks)
     path.parent.mkdir(parents=True, exist_ok=True)
     if data is not None:
-        (writer.write if writer else continuous.write_array)(data, path)
+        (writer.write if writer else continuous.write_signals)(data, path)
     else:
         continuous.stream_raw(raw, picks, path)
     scan.part = path
@@ -674,24 +679,28 @@ def needs_rewrite(scan: FileScan, channels: list[str]) -> bool:
 
 
 def conform(scan: FileScan, channels: list[str], out_dir: Path) -> tuple[Path, int]:
-    """The recording's array from its part: the chosen channels in their order, at the
-    working rate (anti-aliased resampling). Usually a rename: nothing to change."""
+    """The recording's array from its part: the chosen channels in their order (counts stay
+    counts), at the working rate (anti-aliased resampling, to float32 volts). Usually a
+    rename: nothing to change."""
     path = continuous.data_path(out_dir, scan.recording)
     if not needs_rewrite(scan, channels):
-        os.replace(scan.part, path)
+        continuous.move(scan.part, path)
         return path, int(continuous.open_data(path).shape[1])
     order = [list(scan.channels).index(n) for n in channels]
-    data = np.asarray(continuous.open_data(scan.part)[order], dtype=np.float64)
-    if scan.orig_sfreq != scan.sfreq:  # the whole recording in memory: resampling needs it
-        data = mne.filter.resample(data, up=scan.sfreq / scan.orig_sfreq, npad="auto",
+    part = continuous.open_data(scan.part).take(order)
+    if scan.orig_sfreq == scan.sfreq:
+        n_times = continuous.write_signals(part, path)
+    else:  # the whole recording in memory: resampling needs it
+        data = mne.filter.resample(part.volts(dtype=np.float64),
+                                   up=scan.sfreq / scan.orig_sfreq, npad="auto",
                                    verbose="error")
-    n_times = continuous.write_array(data, path)
-    scan.part.unlink()
+        n_times = continuous.write_array(data, path)
+    continuous.remove(scan.part)
     return path, n_times
 
 
 def discard_parts(out_dir: Path) -> None:
-    for part in Path(out_dir).glob(".part-*.npy"):
+    for part in Path(out_dir).glob(".part-*"):  # the .npy and any .cal.json
         part.unlink(missing_ok=True)
 
 

@@ -93,10 +93,12 @@ def read_segments(raw: "mne.io.BaseRaw", starts: np.ndarray, seg_len: int,
     return np.stack([raw.get_data(picks=picks, start=s, stop=s + seg_len) for s in starts])
 
 
-def array_segments(data: np.ndarray, starts: np.ndarray, seg_len: int) -> Iterator[np.ndarray]:
-    """(channels, times) segments of a (channels, times) array or memmap, one at a time, in
-    its float precision: float32 (ingest's) halves the memory traffic of every step, and its
-    rounding floor (-140 dB under the largest component) lies far below any ratio we measure."""
+def array_segments(data: "np.ndarray | continuous.Signals", starts: np.ndarray,
+                   seg_len: int) -> Iterator[np.ndarray]:
+    """(channels, times) segments of a (channels, times) array, memmap or ingested recording
+    (its volts), one at a time, in float32 for ingest's (a float array keeps its precision):
+    float32 halves the memory traffic of every step, and its rounding floor (-140 dB under
+    the largest component) lies far below any ratio we measure."""
     for s in starts:
         yield data[:, s:s + seg_len]
 
@@ -315,7 +317,7 @@ def segment_features(segs: Iterable[np.ndarray], sfreq: float, line_freq: float 
     return columns, freqs, psd, np.log10(np.maximum(seg_std, 1e-30))
 
 
-def scan_array(data: np.ndarray, sfreq: float, ch_names: list[str], line_freq: float | str,
+def scan_array(data: "np.ndarray | continuous.Signals", sfreq: float, ch_names: list[str], line_freq: float | str,
                recording: str, params: Outliers) -> RecordingFeatures:
     """(b) the scan on a (channels, times) array or memmap: n systematic segments."""
     seg_len = int(round(params.segment_s * sfreq))
@@ -386,7 +388,7 @@ def too_short(recordings: Columns, params: Outliers) -> dict[str, str]:
                                      recordings["source"]) if dur < params.segment_s}
 
 
-def sample_array(data: np.ndarray, sfreq: float, ch_names: list[str], recording: str,
+def sample_array(data: "np.ndarray | continuous.Signals", sfreq: float, ch_names: list[str], recording: str,
                  samples: np.ndarray, line_freq: float | str,
                  window: tuple[float, float] = (-0.2, 0.8)) -> RecordingFeatures | None:
     """(a) the story's check: the same features on windows around sampled events."""

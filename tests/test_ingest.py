@@ -105,16 +105,18 @@ def test_demo_tables_are_consistent(small_demo, demo_ingest):
     assert (recordings["n_times"] == int(SMALL_SPEC.duration_s * SMALL_SPEC.sfreq)).all()
 
 
-def test_demo_continuous_keeps_named_channels_float32(demo_ingest):
+def test_demo_continuous_keeps_named_channels_as_the_edfs_counts(demo_ingest):
     recordings, _, _, out = demo_ingest
-    assert sorted(p.name for p in out.iterdir()) == sorted([*recordings["data"], "channels.tsv"])
+    calibrations = [continuous.cal_path(out / d).name for d in recordings["data"]]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*recordings["data"], *calibrations, "channels.tsv"])
     names, types = continuous.read_channels(out)
     assert names == SMALL_SPEC.ch_names and set(types) == {"eeg"}  # EDF holds no type
     first = recordings.iloc[0]
     data = continuous.open_data(out / first["data"])
-    assert data.dtype == np.float32 and data.shape == (len(names), first["n_times"])
+    assert data.data.dtype == np.int16 and data.shape == (len(names), first["n_times"])
     source = mne.io.read_raw(first["source"], verbose="error").get_data(picks=names)
-    np.testing.assert_array_equal(data, source.astype(np.float32))  # a copy, to float32
+    np.testing.assert_array_equal(data.volts(), source.astype(np.float32))
 
 
 @pytest.mark.parametrize("read_values", [4 * 333, 4 * N_TIMES, 10**9])  # 8 reads, 1, 1

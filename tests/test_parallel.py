@@ -76,7 +76,7 @@ def test_two_loky_workers_write_what_one_process_writes(small_demo, tmp_path, mo
             runs[n] = (recordings, events, files, result)
     assert caplog.text == ""  # both maps went to the workers
     (rec1, ev1, files1, res1), (rec2, ev2, files2, res2) = runs[1], runs[2]
-    assert len(files1) == 10 and files1 == files2  # 9 recordings' .npy + channels.tsv
+    assert len(files1) == 19 and files1 == files2  # 9 recordings' .npy + .cal.json, channels.tsv
     assert rec1.equals(rec2) and ev1.equals(ev2)
     assert res1.decisions == res2.decisions
     assert res1.columns.keys() == res2.columns.keys()
@@ -86,25 +86,25 @@ def test_two_loky_workers_write_what_one_process_writes(small_demo, tmp_path, mo
 
 @pytest.fixture
 def write_threads(monkeypatch) -> list[str]:
-    """The names of the threads continuous.write_array runs on, one per call."""
+    """The names of the threads continuous.write_signals runs on, one per call."""
     threads = []
-    write_array = continuous.write_array
+    write_signals = continuous.write_signals
 
-    def recorded(data, path):
+    def recorded(signals, path):
         threads.append(threading.current_thread().name)
-        return write_array(data, path)
+        return write_signals(signals, path)
 
-    monkeypatch.setattr(continuous, "write_array", recorded)
+    monkeypatch.setattr(continuous, "write_signals", recorded)
     return threads
 
 
 def test_write_behind_writes_on_its_thread_and_reports_a_failed_write(tmp_path, write_threads):
-    arrays = [np.full((2, 5), i, dtype=np.float32) for i in range(3)]
+    arrays = [continuous.Signals(np.full((2, 5), i, dtype=np.float32)) for i in range(3)]
     with continuous.WriteBehind() as writer:
         for i, a in enumerate(arrays):
             writer.write(a, tmp_path / f"{i}.npy")
     for i, a in enumerate(arrays):
-        np.testing.assert_array_equal(continuous.open_data(tmp_path / f"{i}.npy"), a)
+        np.testing.assert_array_equal(continuous.open_data(tmp_path / f"{i}.npy").data, a.data)
     assert len(write_threads) == 3
     assert all(t.startswith("oddpipe-write") for t in write_threads)
     missing = tmp_path / "no-such-folder" / "x.npy"

@@ -1,0 +1,142 @@
+"""The continuous contract: an EDF's 16-bit samples are kept as its own counts with their
+calibration (exact, half the bytes of float32), anything else as float32 volts; both read
+back as volts, and a calibration that does not fit the samples falls back to float32."""
+from __future__ import annotations
+
+import json
+
+import edfio
+import mne
+import numpy as np
+import pytest
+
+from oddpipe import continuous
+from oddpipe.errors import OddpipeError
+from oddpipe.ingest import run_ingest
+from tests.conftest import make_params
+
+SFREQ = 250.0
+N_TIMES = 5000  # 20 s
+NAMES = ["Fz", "Cz", "Pz"]
+RANGES = [(-250.0, 250.0), (-3200.0, 3200.0), (-187.5, 312.5)]  # microvolts, one asymmetric
+
+
+def digital(seed: int, n_times: int = N_TIMES) -> np.ndarray:
+    return np.random.default_rng(seed).integers(-32768, 32768, (len(NAMES), n_times),
+                                                dtype=np.int16)
+
+
+def write_edf(path, counts, names=NAMES, ranges=RANGES, slow: int | None = None):
+    """An EDF+ of the given 16-bit counts (rows: names, at SFREQ; row `slow` at half that
+    rate) with a target at 2 s and non-targets at 4 s and 6 s."""
+    signals = [edfio.EdfSignal.from_digital(
+        np.ascontiguousarray(c[::2]) if i == slow else c, SFREQ / 2 if i == slow else SFREQ, label=name,
+        physical_range=rng, physical_dimension="uV", digital_range=(-32768, 32767))
+        for i, (c, name, rng) in enumerate(zip(counts, names, ranges))]
+    notes = [edfio.EdfAnnotation(t, None, text)
+             for t, text in ((2.0, "target"), (4.0, "standard"), (6.0, "standard"))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    edfio.Edf(signals, annotations=notes, data_record_duration=1.0).write(path)
+    return path
+
+
+def ingest(raw_dir, out, **values):
+    params = make_params(raw_dir, ingest={"pattern": "**/*.edf", **values}).ingest
+    return run_ingest(params, out)[0]
+
+
+def test_an_edf_is_kept_as_its_own_counts_and_read_back_as_mnes_volts(tmp_path):
+    counts = digital(0)
+    path = write_edf(tmp_path / "raw" / "sub-01" / "sub-01_run-01.edf", counts)
+    recordings = ingest(tmp_path / "raw", tmp_path / "out")
+    stored = tmp_path / "out" / recordings["data"].iloc[0]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "channels.tsv", "sub-01_run-01.cal.json", "sub-01_run-01.npy"]
+    signals = continuous.open_data(stored)
+    assert signals.is_counts and signals.data.dtype == np.int16
+    np.testing.assert_array_equal(signals.data, counts)  # the file's samples, bit for bit
+    source = mne.io.read_raw(path, verbose="error").get_data(picks=NAMES)
+    step = np.array([(hi - lo) * 1e-6 / 65535 for lo, hi in RANGES])  # volts per count
+    np.testing.assert_allclose(signals.volts(dtype=np.float64), source, rtol=0,
+                               atol=1e-6 * step.min())  # a millionth of a count
+    np.testing.assert_array_equal(signals.volts(100, 200), source[:, 100:200].astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(signals), signals.volts())  # what arrays see
+    np.testing.assert_array_equal(signals[1, 10:20], signals.volts(10, 20)[1])
+    cal = json.loads(continuous.cal_path(stored).read_text())
+    np.testing.assert_allclose(cal["scale_v"], step, rtol=1e-12)
+
+
+def test_a_reordered_edf_keeps_its_counts_under_each_name(tmp_path):
+    counts = digital(1)
+    write_edf(tmp_path / "raw" / "sub-01" / "sub-01_a.edf", counts)
+    write_edf(tmp_path / "raw" / "sub-02" / "sub-02_b.edf", counts[::-1], NAMES[::-1],
+              RANGES[::-1])
+    recordings = ingest(tmp_path / "raw", tmp_path / "out")
+    first, second = (continuous.open_data(tmp_path / "out" / f) for f in recordings["data"])
+    assert first.is_counts and second.is_counts
+    np.testing.assert_array_equal(second.data, first.data)  # rows back in Fz, Cz, Pz order
+    np.testing.assert_array_equal(second.scale, first.scale)
+    np.testing.assert_array_equal(second.volts(), first.volts())
+    assert not list((tmp_path / "out").glob(".part-*"))
+
+
+def test_a_resampled_edf_becomes_float32_volts(tmp_path):
+    write_edf(tmp_path / "raw" / "sub-01" / "sub-01_run-01.edf", digital(2))
+    recordings = ingest(tmp_path / "raw", tmp_path / "out", sfreq=200.0)
+    stored = tmp_path / "out" / recordings["data"].iloc[0]
+    signals = continuous.open_data(stored)
+    assert not signals.is_counts and signals.shape == (3, N_TIMES * 4 // 5)
+    assert not continuous.cal_path(stored).exists()
+
+
+def test_a_channel_at_a_lower_rate_keeps_the_file_in_float32(tmp_path):
+    """MNE interpolates a slower channel up to the file's rate: no longer counts."""
+    path = write_edf(tmp_path / "a.edf", digital(3), slow=2)
+    raw = mne.io.read_raw(path, verbose="error")
+    assert continuous.edf_calibration(raw, NAMES) is None
+    assert continuous.edf_calibration(raw, NAMES[:2]) is not None
+    assert not continuous.read_signals(raw, NAMES).is_counts
+
+
+@pytest.mark.parametrize("chunk_values", [continuous.CHUNK_VALUES, 3 * 1000])  # whole, streamed
+def test_a_calibration_that_does_not_fit_falls_back_to_float32(tmp_path, monkeypatch,
+                                                                chunk_values):
+    """The calibration comes from MNE's reader internals: samples that are not whole counts
+    of it (a changed reader, say) are stored as float32 volts, never rounded."""
+    path = write_edf(tmp_path / "a.edf", digital(4))
+    raw = mne.io.read_raw(path, verbose="error")
+    scale, offset = continuous.edf_calibration(raw, NAMES)
+    monkeypatch.setattr(continuous, "edf_calibration", lambda *_: (scale * 1.5, offset))
+    monkeypatch.setattr(continuous, "CHUNK_VALUES", chunk_values)
+    target = tmp_path / "x.npy"
+    continuous.cal_path(target).write_text("{}")  # a stale calibration must go
+    assert continuous.stream_raw(raw, NAMES, target) == N_TIMES
+    signals = continuous.open_data(target)
+    assert not signals.is_counts and not continuous.cal_path(target).exists()
+    np.testing.assert_array_equal(signals.volts(), raw.get_data(picks=NAMES).astype(np.float32))
+
+
+def test_a_long_edf_streams_its_counts(tmp_path, monkeypatch):
+    monkeypatch.setattr(continuous, "CHUNK_VALUES", 3 * 1000)  # 5 chunks of 1,000 samples
+    counts = digital(5)
+    raw = mne.io.read_raw(write_edf(tmp_path / "a.edf", counts), verbose="error")
+    assert continuous.stream_raw(raw, NAMES, tmp_path / "x.npy") == N_TIMES
+    signals = continuous.open_data(tmp_path / "x.npy")
+    assert signals.is_counts
+    np.testing.assert_array_equal(signals.data, counts)
+
+
+def test_counts_without_a_usable_calibration_name_the_file_and_the_fix(tmp_path):
+    path = tmp_path / "rec.npy"
+    np.save(path, np.zeros((3, 10), dtype=np.int16))
+    with pytest.raises(OddpipeError, match=r"rec\.cal\.json: missing.*dvc repro ingest"):
+        continuous.open_data(path)
+    continuous.write_calibration(path, (np.ones(2), np.zeros(2)))  # two channels, not three
+    with pytest.raises(OddpipeError, match=r"rec\.cal\.json: expected 3 finite, non-zero"):
+        continuous.open_data(path)
+    continuous.cal_path(path).write_text('{"scale_v": "x"}')
+    with pytest.raises(OddpipeError, match=r"rec\.cal\.json: no scale_v / offset_v"):
+        continuous.open_data(path)
+    np.save(path, np.zeros((3, 10), dtype=np.int32))
+    with pytest.raises(OddpipeError, match=r"float32 volts or int16 counts, found int32"):
+        continuous.open_data(path)
