@@ -119,37 +119,42 @@ def edf_calibration(raw: "mne.io.BaseRaw",
                     picks: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
     """(scale, offset) per picked channel when MNE reads them from an EDF's 16-bit samples,
     where it computes volts = ((count * cal) + offset) * unit from the header; None for any
-    other reader or for a channel stored at a lower rate (MNE interpolates it). These are
-    MNE's reader internals: read_into checks every chunk against them, and a file that
-    does not fit is stored as float32."""
+    other reader, with a projector, or for a channel stored at a lower rate (MNE
+    interpolates it). These are MNE's reader internals: the header's arrays are in the
+    file's channel order, mapped as MNE maps them (_read_picks: mne-bids drops channels a
+    channels.tsv does not list), and read_into checks every chunk against them; a file
+    that does not fit is stored as float32."""
     extras = getattr(raw, "_raw_extras", None)
-    if type(raw).__name__ != "RawEDF" or not extras or len(extras) != 1:
+    if type(raw).__name__ != "RawEDF" or not extras or len(extras) != 1 or (
+            raw._projector is not None or raw._comp is not None):
         return None
     try:
         ex = extras[0]
         if ex["subtype"] != "edf" or np.dtype(ex["dtype_np"]) != np.int16:
             return None
         idx = np.array([raw.ch_names.index(p) for p in picks])
-        if (ex["n_samps"][ex["sel"][idx]] != ex["max_samp"]).any():
+        orig = np.asarray(raw._read_picks[0])[idx]  # the file's channel order
+        if (ex["n_samps"][ex["sel"][orig]] != ex["max_samp"]).any():
             return None
-        unit = ex["units"][idx] * np.asarray(raw._cals)[idx]
-        scale, offset = ex["cal"][idx] * unit, ex["offsets"][idx] * unit
-    except (KeyError, IndexError, TypeError, ValueError):
+        unit = ex["units"][orig] * np.asarray(raw._cals)[idx]
+        scale, offset = ex["cal"][orig] * unit, ex["offsets"][orig] * unit
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError):
         return None
     usable = np.isfinite(scale).all() and np.isfinite(offset).all() and (scale != 0).all()
     return (scale.astype(np.float64), offset.astype(np.float64)) if usable else None
 
 
 def as_counts(chunk: np.ndarray, cal: tuple[np.ndarray, np.ndarray]) -> bool:
-    """Turn a float64 chunk of volts into counts of cal, in place; False when its sampled
-    values are not whole int16 counts (then the chunk is of no use)."""
+    """Turn a float64 chunk of volts into counts of cal, in place; False (the chunk is then
+    of no use) when a value lies outside int16's range (a scale off by a whole factor
+    gives whole numbers too) or a sampled value is not a whole count."""
     scale, offset = cal
     chunk *= (1.0 / scale)[:, None]
     chunk -= (offset / scale)[:, None]
+    if not (chunk.min(initial=0.0) >= -32768.5 and chunk.max(initial=0.0) < 32767.5):
+        return False  # NaN fails too
     sample = chunk[:, ::CHECK_EVERY]
-    whole = np.rint(sample)
-    if not (np.abs(sample - whole).max(initial=0.0) <= COUNT_TOLERANCE  # NaN fails too
-            and whole.min(initial=0) >= -32768 and whole.max(initial=0) <= 32767):
+    if not np.abs(sample - np.rint(sample)).max(initial=0.0) <= COUNT_TOLERANCE:
         return False
     np.rint(chunk, out=chunk)
     return True
@@ -307,24 +312,35 @@ def open_data(path: Path) -> Signals:
         raise OddpipeError(f"{path}: expected a (channels, times) array of float32 volts or "
                            f"int16 counts, found {data.dtype} {data.shape}; {RERUN}")
     if data.dtype == np.int16:
-        return Signals(data, *read_calibration(cal_path(path), data.shape[0]))
+        scale, offset = read_calibration(cal_path(path))
+        if len(scale) != data.shape[0]:
+            raise OddpipeError(f"{path}: {data.shape[0]} channels, but {cal_path(path).name} "
+                               f"calibrates {len(scale)}; {RERUN}")
+        return Signals(data, scale, offset)
     return Signals(data)
 
 
-def read_calibration(path: Path, n_channels: int) -> tuple[np.ndarray, np.ndarray]:
+def numbers(values: Any) -> bool:
+    """A JSON list of numbers (no strings, no booleans)."""
+    return isinstance(values, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def read_calibration(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(scale_v, offset_v) of a .cal.json: equally long lists of finite numbers, no zero
+    scale."""
     if not path.is_file():
-        raise OddpipeError(f"{path}: missing; int16 counts are read with their calibration; "
-                           f"{RERUN}")
+        raise OddpipeError(f"{path}: missing or not a file; int16 counts are read with their "
+                           f"calibration; {RERUN}")
     cal = read_json(path)
-    try:
-        scale, offset = (np.array(cal[k], dtype=np.float64) for k in ("scale_v", "offset_v"))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise OddpipeError(f"{path}: no scale_v / offset_v lists of numbers ({exc}); "
-                           f"{RERUN}") from None
-    if scale.shape != (n_channels,) or offset.shape != (n_channels,) or not (
+    if not (isinstance(cal, dict) and numbers(cal.get("scale_v"))
+            and numbers(cal.get("offset_v"))):
+        raise OddpipeError(f"{path}: expected lists of numbers scale_v and offset_v; {RERUN}")
+    scale, offset = (np.array(cal[k], dtype=np.float64) for k in ("scale_v", "offset_v"))
+    if len(scale) != len(offset) or not (
             np.isfinite(scale).all() and np.isfinite(offset).all() and (scale != 0).all()):
-        raise OddpipeError(f"{path}: expected {n_channels} finite, non-zero scale_v and "
-                           f"finite offset_v values, one per channel; {RERUN}")
+        raise OddpipeError(f"{path}: expected one finite, non-zero scale_v and one finite "
+                           f"offset_v per channel; {RERUN}")
     return scale, offset
 
 

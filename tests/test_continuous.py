@@ -98,15 +98,31 @@ def test_a_channel_at_a_lower_rate_keeps_the_file_in_float32(tmp_path):
     assert not continuous.read_signals(raw, NAMES).is_counts
 
 
+def test_a_channel_dropped_before_the_read_keeps_its_own_calibration(tmp_path):
+    """mne-bids drops a channel its channels.tsv does not list: MNE's header arrays stay in
+    the file's order, and each kept channel must keep its own scale."""
+    counts = digital(6)
+    counts[1, 1::61] = 30000  # large values: a neighbour's (halved) scale would overflow
+    path = write_edf(tmp_path / "a.edf", counts, ["STI 014", "Fz", "Cz"],
+                     [(-100.0, 100.0), (-200.0, 200.0), (-50.0, 50.0)])
+    raw = mne.io.read_raw(path, verbose="error").drop_channels(["STI 014"])
+    signals = continuous.read_signals(raw, ["Fz", "Cz"])
+    assert signals.is_counts
+    np.testing.assert_array_equal(signals.data, counts[1:])
+    np.testing.assert_allclose(signals.scale, [400e-6 / 65535, 100e-6 / 65535], rtol=1e-12)
+
+
+@pytest.mark.parametrize("factor", [1.5, 0.5])  # not whole counts; whole, out of int16's range
 @pytest.mark.parametrize("chunk_values", [continuous.CHUNK_VALUES, 3 * 1000])  # whole, streamed
 def test_a_calibration_that_does_not_fit_falls_back_to_float32(tmp_path, monkeypatch,
-                                                                chunk_values):
-    """The calibration comes from MNE's reader internals: samples that are not whole counts
-    of it (a changed reader, say) are stored as float32 volts, never rounded."""
-    path = write_edf(tmp_path / "a.edf", digital(4))
-    raw = mne.io.read_raw(path, verbose="error")
+                                                                chunk_values, factor):
+    """The calibration comes from MNE's reader internals: samples that are not counts of it
+    (a changed reader, say) are stored as float32 volts, never rounded nor wrapped."""
+    counts = digital(4) // 4
+    counts[:, 1::61] = 30000  # large only off the sampled columns (0, 61, ...)
+    raw = mne.io.read_raw(write_edf(tmp_path / "a.edf", counts), verbose="error")
     scale, offset = continuous.edf_calibration(raw, NAMES)
-    monkeypatch.setattr(continuous, "edf_calibration", lambda *_: (scale * 1.5, offset))
+    monkeypatch.setattr(continuous, "edf_calibration", lambda *_: (scale * factor, offset))
     monkeypatch.setattr(continuous, "CHUNK_VALUES", chunk_values)
     target = tmp_path / "x.npy"
     continuous.cal_path(target).write_text("{}")  # a stale calibration must go
@@ -129,14 +145,21 @@ def test_a_long_edf_streams_its_counts(tmp_path, monkeypatch):
 def test_counts_without_a_usable_calibration_name_the_file_and_the_fix(tmp_path):
     path = tmp_path / "rec.npy"
     np.save(path, np.zeros((3, 10), dtype=np.int16))
-    with pytest.raises(OddpipeError, match=r"rec\.cal\.json: missing.*dvc repro ingest"):
+    with pytest.raises(OddpipeError, match=r"rec\.cal\.json: missing or not a file.*"
+                                           r"dvc repro ingest"):
         continuous.open_data(path)
     continuous.write_calibration(path, (np.ones(2), np.zeros(2)))  # two channels, not three
-    with pytest.raises(OddpipeError, match=r"rec\.cal\.json: expected 3 finite, non-zero"):
+    with pytest.raises(OddpipeError, match=r"rec\.npy: 3 channels, but rec\.cal\.json "
+                                           r"calibrates 2"):
         continuous.open_data(path)
-    continuous.cal_path(path).write_text('{"scale_v": "x"}')
-    with pytest.raises(OddpipeError, match=r"rec\.cal\.json: no scale_v / offset_v"):
+    continuous.write_calibration(path, (np.array([1.0, 0.0, 1.0]), np.zeros(3)))
+    with pytest.raises(OddpipeError, match=r"rec\.cal\.json: expected one finite, non-zero"):
         continuous.open_data(path)
+    for text in ('{"scale_v": "x"}', '{"scale_v": ["1", "1", "1"], "offset_v": [0, 0, 0]}',
+                 '[]', '{"scale_v": [true, 1, 1], "offset_v": [0, 0, 0]}'):
+        continuous.cal_path(path).write_text(text)
+        with pytest.raises(OddpipeError, match=r"rec\.cal\.json: expected lists of numbers"):
+            continuous.open_data(path)
     np.save(path, np.zeros((3, 10), dtype=np.int32))
     with pytest.raises(OddpipeError, match=r"float32 volts or int16 counts, found int32"):
         continuous.open_data(path)
