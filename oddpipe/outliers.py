@@ -93,14 +93,21 @@ def read_segments(raw: "mne.io.BaseRaw", starts: np.ndarray, seg_len: int,
     return np.stack([raw.get_data(picks=picks, start=s, stop=s + seg_len) for s in starts])
 
 
-def array_segments(data: "np.ndarray | continuous.Signals", starts: np.ndarray,
-                   seg_len: int) -> Iterator[np.ndarray]:
-    """(channels, times) segments of a (channels, times) array, memmap or ingested recording
-    (its volts), one at a time, in float32 for ingest's (a float array keeps its precision):
-    float32 halves the memory traffic of every step, and its rounding floor (-140 dB under
-    the largest component) lies far below any ratio we measure."""
+def array_segments(data: np.ndarray, starts: np.ndarray, seg_len: int) -> Iterator[np.ndarray]:
+    """(channels, times) segments of a (channels, times) array or memmap, one at a time, as
+    stored: ingest's float32 volts or int16 counts (SegmentStats works on them in float32,
+    exact for counts; the caller scales the features), a float64 array in float64. float32
+    halves the memory traffic of every step, and its rounding floor (-140 dB under the
+    largest component) lies far below any ratio we measure."""
     for s in starts:
         yield data[:, s:s + seg_len]
+
+
+def stored(data: "np.ndarray | continuous.Signals") -> tuple[np.ndarray, np.ndarray | None]:
+    """(samples as stored, volts per count or None for volts) of an array or a recording."""
+    if isinstance(data, continuous.Signals):
+        return data.data, data.scale
+    return data, None
 
 
 def hann(n: int) -> np.ndarray:
@@ -285,9 +292,12 @@ def sum_squares(x: np.ndarray) -> np.ndarray:
 
 
 def segment_features(segs: Iterable[np.ndarray], sfreq: float, line_freq: float | str,
-                     ch_names: list[str]) -> tuple[Columns, np.ndarray, np.ndarray, np.ndarray]:
+                     ch_names: list[str], scale: np.ndarray | None = None
+                     ) -> tuple[Columns, np.ndarray, np.ndarray, np.ndarray]:
     """Features of (channels, times) segments (or a (segments, channels, times) array):
-    non-finite first, then amplitude, PSD. line_freq may be "auto".
+    non-finite first, then amplitude, PSD. line_freq may be "auto". scale: volts per count
+    of each channel, for segments of counts (std, ptp and the PSD scale with it; the
+    detrend removes any offset, and line ratios compare a channel with itself).
 
     Returns (columns, freqs, mean PSD, per-window log10 std).
     """
@@ -296,10 +306,11 @@ def segment_features(segs: Iterable[np.ndarray], sfreq: float, line_freq: float 
     dtype = np.promote_types(first.dtype, np.float32)  # float16's sums would lose 5 %
     stats = SegmentStats(first.shape[0], first.shape[-1], dtype)
     stats.add_all(itertools.chain([first], segs))
-    seg_std = np.concatenate(stats.stds)  # (segments, channels)
+    gain = np.ones(stats.ptp.shape) if scale is None else np.abs(scale)
+    seg_std = np.concatenate(stats.stds) * gain  # (segments, channels)
     std = median(seg_std, axis=0)
     freqs = np.fft.rfftfreq(len(stats.window), 1 / sfreq)
-    psd = one_sided_psd(stats.power, len(seg_std), stats.window, sfreq)
+    psd = one_sided_psd(stats.power, len(seg_std), stats.window, sfreq) * (gain ** 2)[:, None]
     if line_freq == "auto":
         used, note = detect_line_freq(freqs, psd, sfreq)
     else:
@@ -309,7 +320,7 @@ def segment_features(segs: Iterable[np.ndarray], sfreq: float, line_freq: float 
                              else (np.zeros(n), np.zeros(n)))
     columns = {
         "channel": np.array(ch_names, dtype=object), "n_nonfinite": stats.nonfinite,
-        "std": std, "ptp": stats.ptp, "log_std": np.log10(np.maximum(std, 1e-30)),
+        "std": std, "ptp": stats.ptp * gain, "log_std": np.log10(np.maximum(std, 1e-30)),
         "line_freq": np.full(n, used if used else np.nan),
         "line_note": np.full(n, note, dtype=object),
         "line_ratio_db": ratio_max, "line_ratio_fundamental_db": ratio_fund,
@@ -322,8 +333,9 @@ def scan_array(data: "np.ndarray | continuous.Signals", sfreq: float, ch_names: 
     """(b) the scan on a (channels, times) array or memmap: n systematic segments."""
     seg_len = int(round(params.segment_s * sfreq))
     starts = scan_starts(data.shape[1], seg_len, params.n_segments)
-    columns, freqs, psd, _ = segment_features(array_segments(data, starts, seg_len), sfreq,
-                                              line_freq, ch_names)
+    samples, scale = stored(data)
+    columns, freqs, psd, _ = segment_features(array_segments(samples, starts, seg_len), sfreq,
+                                              line_freq, ch_names, scale)
     return RecordingFeatures(recording, columns, freqs, stored_psd(psd))
 
 
@@ -397,8 +409,9 @@ def sample_array(data: "np.ndarray | continuous.Signals", sfreq: float, ch_names
     starts = starts[(starts >= 0) & (starts + seg_len <= data.shape[1])]
     if len(starts) == 0:
         return None
-    columns, freqs, _, win = segment_features(array_segments(data, starts, seg_len), sfreq,
-                                              line_freq, ch_names)
+    samples, scale = stored(data)
+    columns, freqs, _, win = segment_features(array_segments(samples, starts, seg_len), sfreq,
+                                              line_freq, ch_names, scale)
     return RecordingFeatures(recording, columns, freqs, window_log_std=win.astype(np.float32))
 
 
