@@ -800,10 +800,11 @@ def check_targets(scans: list[FileScan], params: Ingest) -> None:
 
 # Two loky workers that import MNE take about a second to start; one process with a thread
 # writing behind its reads uses the second core without that cost. Below this much raw
-# data ingest stays in one process (bench/RESULTS.md, the ingest stage's own time: 463 MB
-# 2.8 s in one process against 3.0 s with workers, 1,851 MB 12.7 s against 10.7 s; the
-# line through both breaks even near 600 MB).
-PARALLEL_BYTES = 600_000_000
+# data ingest stays in one process (bench/RESULTS.md: with int16 output there is less to
+# write behind; a fresh process at n_jobs 2, medians of 3: 116 MB 1.38 s in one process
+# against 1.76 s with workers, 463 MB 3.54 s against 3.08 s; the line through both breaks
+# even near 270 MB).
+PARALLEL_BYTES = 300_000_000
 
 
 def recording_files(path: Path) -> list[Path]:
