@@ -41,7 +41,7 @@ CHUNK_VALUES = 4_000_000  # a recording of up to this many samples x channels is
 # (8-16 MB); a longer one streams into a memory-mapped .npy
 READ_VALUES = 1 << 20  # samples x channels per MNE read: malloc reuses its 8 MB float64
 # buffer from read to read, where a whole-file buffer is faulted in afresh (bench/RESULTS.md)
-CHECK_EVERY = 61  # counts are checked on every 61st sample of every chunk (read_into)
+CHECK_EVERY = 61  # whole counts are checked on every 61st sample of every chunk (as_counts)
 COUNT_TOLERANCE = 1e-6  # counts; float64 rounding of MNE's calibration is below 1e-10
 
 
