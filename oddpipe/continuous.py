@@ -66,27 +66,16 @@ class Signals:
               dtype: np.dtype | type = np.float32) -> np.ndarray:
         """Samples start:stop of every channel, in volts. Stored float32 read as float32 is
         the stored block itself (for a map, a read-only view): copy it to edit it."""
-        return self._volts((slice(None), slice(start, stop)), dtype)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        """data[key] in volts, float32 (as the float32 array of volts would give it)."""
-        return self._volts(key, np.float32)
-
-    def _volts(self, key: Any, dtype: np.dtype | type) -> np.ndarray:
-        block = self.data[key]
+        block = self.data[:, start:stop]
         if self.scale is None:
             return np.asarray(block, dtype=dtype)
-        rows = key[0] if isinstance(key, tuple) else key
-        scale, offset = self.scale[rows], self.offset[rows]
-        if np.ndim(block) == 2:
-            scale, offset = scale[:, None], offset[:, None]
-        out = np.multiply(block, scale)  # float64: exact counts times the calibration
-        out += offset
+        out = np.multiply(block, self.scale[:, None])  # float64: exact counts x calibration
+        out += self.offset[:, None]
         return out.astype(dtype, copy=False)
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         """np.asarray(signals): every sample in volts (float32 unless dtype says)."""
-        return self._volts(slice(None), dtype or np.float32)
+        return self.volts(dtype=dtype or np.float32)
 
     def take(self, rows: list[int]) -> "Signals":
         """The given channels, in that order, stored as they are."""

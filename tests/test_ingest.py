@@ -147,7 +147,7 @@ def test_channels_matched_by_name_not_position(tmp_path):
     first, second = (continuous.open_data(tmp_path / "out" / f) for f in recordings["data"])
     np.testing.assert_array_equal(first, second)  # the same signal under each name
     expected = data[NAMES.index("EEG Cz-REF")].astype(np.float32)
-    np.testing.assert_array_equal(second[names.index("Cz")], expected)
+    np.testing.assert_array_equal(second.volts()[names.index("Cz")], expected)
 
 
 @pytest.fixture
