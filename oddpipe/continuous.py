@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +43,7 @@ CHUNK_VALUES = 4_000_000  # a recording of up to this many samples x channels is
 # (8-16 MB); a longer one streams into a memory-mapped .npy
 READ_VALUES = 1 << 20  # samples x channels per MNE read: malloc reuses its 8 MB float64
 # buffer from read to read, where a whole-file buffer is faulted in afresh (bench/RESULTS.md)
-CHECK_EVERY = 61  # whole counts are checked on every 61st sample of every chunk (as_counts)
+VERIFY_SAMPLES = 512  # samples per channel on which counts x calibration must be MNE's volts
 COUNT_TOLERANCE = 1e-6  # counts; float64 rounding of MNE's calibration is below 1e-10
 
 
@@ -108,11 +110,11 @@ def edf_calibration(raw: "mne.io.BaseRaw",
                     picks: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
     """(scale, offset) per picked channel when MNE reads them from an EDF's 16-bit samples,
     where it computes volts = ((count * cal) + offset) * unit from the header; None for any
-    other reader, with a projector, or for a channel stored at a lower rate (MNE
-    interpolates it). These are MNE's reader internals: the header's arrays are in the
-    file's channel order, mapped as MNE maps them (_read_picks: mne-bids drops channels a
-    channels.tsv does not list), and read_into checks every chunk against them; a file
-    that does not fit is stored as float32."""
+    other reader, with a projector, for a stim channel (MNE masks its bits) or for a
+    channel stored at a lower rate (MNE interpolates it). These are MNE's reader internals,
+    indexed as its reader indexes them (_read_picks: mne-bids drops channels a channels.tsv
+    does not list; the header's arrays are in the file's order); read_into confirms them
+    against MNE's volts, and a file that does not fit is stored as float32."""
     extras = getattr(raw, "_raw_extras", None)
     if type(raw).__name__ != "RawEDF" or not extras or len(extras) != 1 or (
             raw._projector is not None or raw._comp is not None):
@@ -122,45 +124,54 @@ def edf_calibration(raw: "mne.io.BaseRaw",
         if ex["subtype"] != "edf" or np.dtype(ex["dtype_np"]) != np.int16:
             return None
         idx = np.array([raw.ch_names.index(p) for p in picks])
-        orig = np.asarray(raw._read_picks[0])[idx]  # the file's channel order
-        if (ex["n_samps"][ex["sel"][orig]] != ex["max_samp"]).any():
+        orig = np.asarray(raw._read_picks[0])[idx]  # as MNE's reader indexes the header
+        if (ex["n_samps"][ex["sel"][orig]] != ex["max_samp"]).any() or np.isin(
+                orig, ex["stim_channel_idxs"]).any() or (np.asarray(raw._cals)[idx] != 1).any():
             return None
-        unit = ex["units"][orig] * np.asarray(raw._cals)[idx]
-        scale, offset = ex["cal"][orig] * unit, ex["offsets"][orig] * unit
+        scale, offset = ex["cal"][orig] * ex["units"][orig], ex["offsets"][orig] * ex["units"][orig]
     except (AttributeError, KeyError, IndexError, TypeError, ValueError):
         return None
     usable = np.isfinite(scale).all() and np.isfinite(offset).all() and (scale != 0).all()
     return (scale.astype(np.float64), offset.astype(np.float64)) if usable else None
 
 
-def as_counts(chunk: np.ndarray, cal: tuple[np.ndarray, np.ndarray]) -> bool:
-    """Turn a float64 chunk of volts into counts of cal, in place; False (the chunk is then
-    of no use) when a value lies outside int16's range (a scale off by a whole factor
-    gives whole numbers too) or a sampled value is not a whole count."""
-    scale, offset = cal
-    chunk *= (1.0 / scale)[:, None]
-    chunk -= (offset / scale)[:, None]
-    if not (chunk.min(initial=0.0) >= -32768.5 and chunk.max(initial=0.0) < 32767.5):
-        return False  # NaN fails too
-    sample = chunk[:, ::CHECK_EVERY]
-    if not np.abs(sample - np.rint(sample)).max(initial=0.0) <= COUNT_TOLERANCE:
-        return False
-    np.rint(chunk, out=chunk)
-    return True
+@contextmanager
+def reading_counts(raw: "mne.io.BaseRaw") -> Iterator[None]:
+    """MNE's EDF reader with an identity calibration: inside, raw.get_data gives the file's
+    own 16-bit values (float64, exact), through MNE's own record and channel mapping. Why:
+    turning MNE's volts back into counts cost a third of ingest's read (bench/RESULTS.md)."""
+    extras = raw._raw_extras[0]
+    n = len(extras["cal"])
+    raw._raw_extras[0] = dict(extras, cal=np.ones(n), offsets=np.zeros(n), units=np.ones(n))
+    try:
+        yield
+    finally:
+        raw._raw_extras[0] = extras
 
 
 def read_into(raw: "mne.io.BaseRaw", picks: list[str], out: np.ndarray,
               cal: tuple[np.ndarray, np.ndarray] | None = None) -> bool:
     """Fill `out` (channels, times) with the picked channels, a few MB per read: volts, or
-    int16 counts of cal. False (out incomplete) when the samples are not counts of cal."""
+    with cal int16 counts. False (out of no use) when counts x cal are not MNE's volts."""
     step = max(1, min(READ_VALUES, CHUNK_VALUES) // max(len(picks), 1))
-    for start in range(0, raw.n_times, step):
-        stop = min(start + step, raw.n_times)
-        chunk = raw.get_data(picks=picks, start=start, stop=stop)
-        if cal is not None and not as_counts(chunk, cal):
-            return False
-        out[:, start:stop] = chunk
-    return True
+    with reading_counts(raw) if cal is not None else nullcontext():
+        for start in range(0, raw.n_times, step):
+            stop = min(start + step, raw.n_times)
+            out[:, start:stop] = raw.get_data(picks=picks, start=start, stop=stop)
+    return cal is None or calibrated(raw, picks, out, cal)
+
+
+def calibrated(raw: "mne.io.BaseRaw", picks: list[str], counts: np.ndarray,
+               cal: tuple[np.ndarray, np.ndarray]) -> bool:
+    """Whether counts x cal are MNE's own volts, within a millionth of a count, on a block
+    in mid-file: the counts and the calibration come from MNE's internals, and a reader
+    that changed (or a calibration mapped to the wrong channel) shows on any block."""
+    start = max(0, raw.n_times // 2 - VERIFY_SAMPLES // 2)
+    stop = min(raw.n_times, start + VERIFY_SAMPLES)
+    scale, offset = (np.asarray(c, dtype=np.float64)[:, None] for c in cal)
+    error = np.abs(counts[:, start:stop] * scale + offset - raw.get_data(picks=picks,
+                                                                       start=start, stop=stop))
+    return bool((error <= COUNT_TOLERANCE * np.abs(scale)).all())  # NaN fails too
 
 
 def read_float32(raw: "mne.io.BaseRaw", picks: list[str]) -> np.ndarray:

@@ -112,17 +112,18 @@ def test_a_channel_dropped_before_the_read_keeps_its_own_calibration(tmp_path):
     np.testing.assert_allclose(signals.scale, [400e-6 / 65535, 100e-6 / 65535], rtol=1e-12)
 
 
-@pytest.mark.parametrize("factor", [1.5, 0.5])  # not whole counts; whole, out of int16's range
+@pytest.mark.parametrize("wrong", ["1.5x", "0.5x", "swapped"])  # scales that are not MNE's
 @pytest.mark.parametrize("chunk_values", [continuous.CHUNK_VALUES, 3 * 1000])  # whole, streamed
-def test_a_calibration_that_does_not_fit_falls_back_to_float32(tmp_path, monkeypatch,
-                                                                chunk_values, factor):
-    """The calibration comes from MNE's reader internals: samples that are not counts of it
-    (a changed reader, say) are stored as float32 volts, never rounded nor wrapped."""
-    counts = digital(4) // 4
-    counts[:, 1::61] = 30000  # large only off the sampled columns (0, 61, ...)
+def test_a_calibration_that_is_not_mnes_falls_back_to_float32(tmp_path, monkeypatch,
+                                                             chunk_values, wrong):
+    """The counts and their calibration come from MNE's reader internals: a calibration
+    that does not give MNE's own volts (a changed reader, a channel mapped to its
+    neighbour's scale) leaves the file in float32 volts, never stored as wrong counts."""
+    counts = digital(4)
     raw = mne.io.read_raw(write_edf(tmp_path / "a.edf", counts), verbose="error")
     scale, offset = continuous.edf_calibration(raw, NAMES)
-    monkeypatch.setattr(continuous, "edf_calibration", lambda *_: (scale * factor, offset))
+    bad = {"1.5x": scale * 1.5, "0.5x": scale * 0.5, "swapped": scale[[1, 0, 2]]}[wrong]
+    monkeypatch.setattr(continuous, "edf_calibration", lambda *_: (bad, offset))
     monkeypatch.setattr(continuous, "CHUNK_VALUES", chunk_values)
     target = tmp_path / "x.npy"
     continuous.cal_path(target).write_text("{}")  # a stale calibration must go
@@ -130,6 +131,30 @@ def test_a_calibration_that_does_not_fit_falls_back_to_float32(tmp_path, monkeyp
     signals = continuous.open_data(target)
     assert not signals.is_counts and not continuous.cal_path(target).exists()
     np.testing.assert_array_equal(signals.volts(), raw.get_data(picks=NAMES).astype(np.float32))
+
+
+def test_reading_counts_leaves_the_raw_reading_volts(tmp_path):
+    """Counts are read with MNE's calibration set to identity for the read only: the Raw
+    gives volts again afterwards, after an error too."""
+    path = write_edf(tmp_path / "a.edf", digital(7))
+    raw = mne.io.read_raw(path, verbose="error")
+    volts = raw.get_data()
+    extras = raw._raw_extras[0]
+    assert continuous.read_signals(raw, NAMES).is_counts
+    assert raw._raw_extras[0] is extras
+    np.testing.assert_array_equal(raw.get_data(), volts)
+    with pytest.raises(ValueError), continuous.reading_counts(raw):
+        raw.get_data(start=N_TIMES)  # MNE: no data in this range
+    np.testing.assert_array_equal(raw.get_data(), volts)
+
+
+def test_a_stim_channel_is_never_kept_as_counts(tmp_path):
+    """MNE masks a stim channel's bits (values beyond int16): the file stays float32."""
+    path = write_edf(tmp_path / "a.edf", digital(8), ["Fz", "Cz", "Status"])
+    raw = mne.io.read_raw(path, verbose="error")
+    assert raw.get_channel_types() == ["eeg", "eeg", "stim"]
+    assert continuous.edf_calibration(raw, ["Fz", "Status"]) is None
+    assert continuous.edf_calibration(raw, ["Fz", "Cz"]) is not None
 
 
 def test_a_long_edf_streams_its_counts(tmp_path, monkeypatch):
