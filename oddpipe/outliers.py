@@ -199,7 +199,9 @@ def detect_line_freq(freqs: np.ndarray, psd: np.ndarray, sfreq: float,
     return best, f"line frequency auto: {best:g} Hz ({scores[best]:.0f} dB peak)"
 
 
-BATCH_VALUES = 65_536  # samples x channels per step: the temporaries stay in the CPU cache
+BATCH_VALUES = 131_072  # samples x channels per step: the temporaries stay in the CPU cache
+# (65,536: 0.120-0.124 s for the demo's scan; 131,072 and 262,144: 0.111-0.118 s; 1,048,576:
+# 0.24 s, its 24 MB of buffers faulted in afresh for every recording; bench/RESULTS.md)
 
 
 class SegmentStats:
