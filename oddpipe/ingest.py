@@ -56,6 +56,7 @@ class FileScan:
     orig_sfreq: float = 0.0
     error: str | None = None
     part: Path | None = None  # its kept channels, written while the file was open
+    cal: continuous.Calibration | None = None  # the part's, when it holds int16 counts
     types: list[str] = field(default_factory=list)  # channel types, in channels' order
 
 
@@ -605,8 +606,9 @@ def write_part(scan: FileScan, raw: mne.io.BaseRaw, path: Path,
     path.parent.mkdir(parents=True, exist_ok=True)
     if data is not None:
         (writer.write if writer else continuous.write_signals)(data, path)
+        scan.cal = data.calibration
     else:
-        continuous.stream_raw(raw, picks, path)
+        scan.cal = continuous.stream_raw(raw, picks, path)
     scan.part = path
 
 
@@ -678,29 +680,33 @@ def needs_rewrite(scan: FileScan, channels: list[str]) -> bool:
     return list(scan.channels) != channels or scan.orig_sfreq != scan.sfreq
 
 
-def conform(scan: FileScan, channels: list[str], out_dir: Path) -> tuple[Path, int]:
+def conform(scan: FileScan, channels: list[str],
+            out_dir: Path) -> tuple[Path, int, continuous.Calibration | None]:
     """The recording's array from its part: the chosen channels in their order (counts stay
     counts), at the working rate (anti-aliased resampling, to float32 volts). Usually a
-    rename: nothing to change."""
+    rename: nothing to change. Returns its path, samples and calibration (None: volts)."""
     path = continuous.data_path(out_dir, scan.recording)
     if not needs_rewrite(scan, channels):
-        continuous.move(scan.part, path)
-        return path, int(continuous.open_data(path).shape[1])
+        os.replace(scan.part, path)
+        return path, continuous.n_samples(path), scan.cal
     order = [list(scan.channels).index(n) for n in channels]
-    part = continuous.open_data(scan.part).take(order)
+    stored = np.load(scan.part, mmap_mode="r", allow_pickle=False)
+    part = continuous.Signals(stored, *scan.cal) if scan.cal else continuous.Signals(stored)
+    part = part.take(order)
     if scan.orig_sfreq == scan.sfreq:
-        n_times = continuous.write_signals(part, path)
+        n_times, cal = continuous.write_signals(part, path), part.calibration
     else:  # the whole recording in memory: resampling needs it
         data = mne.filter.resample(part.volts(dtype=np.float64),
                                    up=scan.sfreq / scan.orig_sfreq, npad="auto",
                                    verbose="error")
-        n_times = continuous.write_array(data, path)
-    continuous.remove(scan.part)
-    return path, n_times
+        n_times, cal = continuous.write_array(data, path), None
+    del stored, part
+    Path(scan.part).unlink()
+    return path, n_times, cal
 
 
 def discard_parts(out_dir: Path) -> None:
-    for part in Path(out_dir).glob(".part-*"):  # the .npy and any .cal.json
+    for part in Path(out_dir).glob(".part-*"):
         part.unlink(missing_ok=True)
 
 
@@ -849,7 +855,8 @@ def scan_all(jobs: list[tuple[Path, Path]], raw_dir: Path, params: Ingest, runne
 
 def run_ingest(params: Ingest, out_dir: Path, runner: Runner = SERIAL,
                report_path: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Scan, choose channels, write one .npy per usable recording and channels.tsv.
+    """Scan, choose channels, write one .npy per usable recording, channels.tsv and
+    calibration.json (the counts' calibrations).
 
     Returns (recordings, events, report); report lists every file found, usable or not,
     and is written to report_path first, so the reasons survive a failure.
@@ -872,12 +879,14 @@ def run_ingest(params: Ingest, out_dir: Path, runner: Runner = SERIAL,
                                  work)
     finally:  # after a failure or an interrupt, or the parts a rename did not consume
         discard_parts(out_dir)
-    for scan, (_, n_times) in zip(good, written):
+    for scan, (_, n_times, _) in zip(good, written):
         scan.n_times = n_times  # after resampling, from the data written
     types = dict(zip(good[0].channels, good[0].types))
     continuous.write_channels(out_dir, channels, [types[n] for n in channels])
+    continuous.write_calibrations(out_dir, {s.recording: cal for s, (_, _, cal)
+                                            in zip(good, written) if cal is not None})
     recordings = pd.DataFrame([recording_row(s, path, len(channels), params.line_freq)
-                               for s, (path, _) in zip(good, written)])
+                               for s, (path, _, _) in zip(good, written)])
     return recordings, events_table(good), report
 
 

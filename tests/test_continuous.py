@@ -1,6 +1,6 @@
-"""The continuous contract: an EDF's 16-bit samples are kept as its own counts with their
-calibration (exact, half the bytes of float32), anything else as float32 volts; both read
-back as volts, and a calibration that does not fit the samples falls back to float32."""
+"""The continuous contract: an EDF's 16-bit samples are kept as its own counts, calibrated
+in calibration.json (exact, half the bytes of float32), anything else as float32 volts;
+both read back as volts, and a calibration that is not MNE's falls back to float32."""
 from __future__ import annotations
 
 import json
@@ -51,7 +51,7 @@ def test_an_edf_is_kept_as_its_own_counts_and_read_back_as_mnes_volts(tmp_path):
     recordings = ingest(tmp_path / "raw", tmp_path / "out")
     stored = tmp_path / "out" / recordings["data"].iloc[0]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "channels.tsv", "sub-01_run-01.cal.json", "sub-01_run-01.npy"]
+        "calibration.json", "channels.tsv", "sub-01_run-01.npy"]
     signals = continuous.open_data(stored)
     assert signals.is_counts and signals.data.dtype == np.int16
     np.testing.assert_array_equal(signals.data, counts)  # the file's samples, bit for bit
@@ -62,8 +62,8 @@ def test_an_edf_is_kept_as_its_own_counts_and_read_back_as_mnes_volts(tmp_path):
     np.testing.assert_array_equal(signals.volts(100, 200), source[:, 100:200].astype(np.float32))
     np.testing.assert_array_equal(np.asarray(signals), signals.volts())  # what arrays see
     np.testing.assert_array_equal(signals.volts(10, 20)[1], source[1, 10:20].astype(np.float32))
-    cal = json.loads(continuous.cal_path(stored).read_text())
-    np.testing.assert_allclose(cal["scale_v"], step, rtol=1e-12)
+    cal = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    np.testing.assert_allclose(cal["recordings"]["sub-01_run-01"]["scale_v"], step, rtol=1e-12)
 
 
 def test_a_reordered_edf_keeps_its_counts_under_each_name(tmp_path):
@@ -86,7 +86,7 @@ def test_a_resampled_edf_becomes_float32_volts(tmp_path):
     stored = tmp_path / "out" / recordings["data"].iloc[0]
     signals = continuous.open_data(stored)
     assert not signals.is_counts and signals.shape == (3, N_TIMES * 4 // 5)
-    assert not continuous.cal_path(stored).exists()
+    assert json.loads((tmp_path / "out" / "calibration.json").read_text())["recordings"] == {}
 
 
 def test_a_channel_at_a_lower_rate_keeps_the_file_in_float32(tmp_path):
@@ -126,10 +126,9 @@ def test_a_calibration_that_is_not_mnes_falls_back_to_float32(tmp_path, monkeypa
     monkeypatch.setattr(continuous, "edf_calibration", lambda *_: (bad, offset))
     monkeypatch.setattr(continuous, "CHUNK_VALUES", chunk_values)
     target = tmp_path / "x.npy"
-    continuous.cal_path(target).write_text("{}")  # a stale calibration must go
-    assert continuous.stream_raw(raw, NAMES, target) == N_TIMES
+    assert continuous.stream_raw(raw, NAMES, target) is None  # no calibration: volts
     signals = continuous.open_data(target)
-    assert not signals.is_counts and not continuous.cal_path(target).exists()
+    assert not signals.is_counts and signals.shape == (3, N_TIMES)
     np.testing.assert_array_equal(signals.volts(), raw.get_data(picks=NAMES).astype(np.float32))
 
 
@@ -161,30 +160,49 @@ def test_a_long_edf_streams_its_counts(tmp_path, monkeypatch):
     monkeypatch.setattr(continuous, "CHUNK_VALUES", 3 * 1000)  # 5 chunks of 1,000 samples
     counts = digital(5)
     raw = mne.io.read_raw(write_edf(tmp_path / "a.edf", counts), verbose="error")
-    assert continuous.stream_raw(raw, NAMES, tmp_path / "x.npy") == N_TIMES
+    cal = continuous.stream_raw(raw, NAMES, tmp_path / "x.npy")
+    np.testing.assert_array_equal(cal[0], continuous.edf_calibration(raw, NAMES)[0])
+    continuous.write_calibrations(tmp_path, {"x": cal})
     signals = continuous.open_data(tmp_path / "x.npy")
     assert signals.is_counts
     np.testing.assert_array_equal(signals.data, counts)
 
 
 def test_counts_without_a_usable_calibration_name_the_file_and_the_fix(tmp_path):
-    path = tmp_path / "rec.npy"
+    path, table = tmp_path / "rec.npy", tmp_path / "calibration.json"
     np.save(path, np.zeros((3, 10), dtype=np.int16))
-    with pytest.raises(OddpipeError, match=r"rec\.cal\.json: missing or not a file.*"
-                                           r"dvc repro ingest"):
-        continuous.open_data(path)
-    continuous.write_calibration(path, (np.ones(2), np.zeros(2)))  # two channels, not three
-    with pytest.raises(OddpipeError, match=r"rec\.npy: 3 channels, but rec\.cal\.json "
-                                           r"calibrates 2"):
-        continuous.open_data(path)
-    continuous.write_calibration(path, (np.array([1.0, 0.0, 1.0]), np.zeros(3)))
-    with pytest.raises(OddpipeError, match=r"rec\.cal\.json: expected one finite, non-zero"):
-        continuous.open_data(path)
-    for text in ('{"scale_v": "x"}', '{"scale_v": ["1", "1", "1"], "offset_v": [0, 0, 0]}',
-                 '[]', '{"scale_v": [true, 1, 1], "offset_v": [0, 0, 0]}'):
-        continuous.cal_path(path).write_text(text)
-        with pytest.raises(OddpipeError, match=r"rec\.cal\.json: expected lists of numbers"):
+
+    def fails(pattern: str) -> None:
+        with pytest.raises(OddpipeError, match=pattern + r".*dvc repro ingest"):
             continuous.open_data(path)
+
+    fails(r"calibration\.json: missing; int16 counts \(rec\.npy\) are read with their")
+    continuous.write_calibrations(tmp_path, {"other": (np.ones(3), np.zeros(3))})
+    fails(r"calibration\.json: no calibration for rec, whose rec\.npy holds int16 counts")
+    continuous.write_calibrations(tmp_path, {"rec": (np.ones(2), np.zeros(2))})
+    fails(r"rec\.npy: 3 channels, but calibration\.json calibrates 2 for it")
+    continuous.write_calibrations(tmp_path, {"rec": (np.array([1.0, 0.0, 1.0]), np.zeros(3))})
+    fails(r"calibration\.json: rec: expected one finite, non-zero scale_v")
+    for entry in ('{"scale_v": "x"}', '{"scale_v": ["1", "1", "1"], "offset_v": [0, 0, 0]}',
+                  '[]', '{"scale_v": [true, 1, 1], "offset_v": [0, 0, 0]}'):
+        table.write_text(f'{{"recordings": {{"rec": {entry}}}}}')
+        fails(r"calibration\.json: rec: expected lists of numbers scale_v and offset_v")
+    for text in ("[]", '{"recordings": [1, 2]}'):
+        table.write_text(text)
+        fails(r"calibration\.json: expected an object 'recordings'")
+    continuous.write_calibrations(tmp_path, {"rec": (np.full(3, 2.0), np.zeros(3))})
+    np.testing.assert_array_equal(continuous.open_data(path).volts(), np.zeros((3, 10)))
     np.save(path, np.zeros((3, 10), dtype=np.int32))
     with pytest.raises(OddpipeError, match=r"float32 volts or int16 counts, found int32"):
         continuous.open_data(path)
+
+
+def test_a_rewritten_calibration_is_read_again(tmp_path):
+    """calibration.json is parsed once per process while unchanged: a new ingest run's is
+    read, not the cached one."""
+    path = tmp_path / "rec.npy"
+    np.save(path, np.ones((2, 4), dtype=np.int16))
+    for scale in (1e-6, 2e-6, 3e-6):
+        continuous.write_calibrations(tmp_path, {"rec": (np.full(2, scale), np.zeros(2))})
+        np.testing.assert_array_equal(continuous.open_data(path).volts(dtype=np.float64),
+                                      np.full((2, 4), scale))

@@ -8,6 +8,7 @@ import pytest
 
 from oddpipe import continuous
 from oddpipe.errors import OddpipeError
+from oddpipe.io import read_json
 from oddpipe.ingest import (common_channels, companion_header, list_recordings,
                             normalize_channel_name, reader_options_for, run_ingest, scan_file)
 from tests.conftest import SMALL_SPEC, make_params
@@ -107,9 +108,10 @@ def test_demo_tables_are_consistent(small_demo, demo_ingest):
 
 def test_demo_continuous_keeps_named_channels_as_the_edfs_counts(demo_ingest):
     recordings, _, _, out = demo_ingest
-    calibrations = [continuous.cal_path(out / d).name for d in recordings["data"]]
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [*recordings["data"], *calibrations, "channels.tsv"])
+        [*recordings["data"], "calibration.json", "channels.tsv"])
+    assert sorted(read_json(out / "calibration.json")["recordings"]) == sorted(
+        recordings["recording"])  # every recording is kept as its counts
     names, types = continuous.read_channels(out)
     assert names == SMALL_SPEC.ch_names and set(types) == {"eeg"}  # EDF holds no type
     first = recordings.iloc[0]
@@ -128,7 +130,7 @@ def test_chunked_reads_equal_one_whole_read(fif_dir, tmp_path, monkeypatch, read
     whole = raw.get_data(picks=NAMES).astype(np.float32)
     np.testing.assert_array_equal(continuous.read_float32(raw, NAMES), whole)
     monkeypatch.setattr(continuous, "CHUNK_VALUES", 4 * 1000)  # longer: a memmap, streamed
-    assert continuous.stream_raw(raw, NAMES, tmp_path / "x.npy") == N_TIMES
+    assert continuous.stream_raw(raw, NAMES, tmp_path / "x.npy") is None  # FIF: volts
     np.testing.assert_array_equal(continuous.open_data(tmp_path / "x.npy"), whole)
 
 

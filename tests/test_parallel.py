@@ -76,7 +76,8 @@ def test_two_loky_workers_write_what_one_process_writes(small_demo, tmp_path, mo
             runs[n] = (recordings, events, files, result)
     assert caplog.text == ""  # both maps went to the workers
     (rec1, ev1, files1, res1), (rec2, ev2, files2, res2) = runs[1], runs[2]
-    assert len(files1) == 19 and files1 == files2  # 9 recordings' .npy + .cal.json, channels.tsv
+    assert len(files1) == 11 and files1 == files2  # 9 recordings' .npy, channels.tsv,
+    # calibration.json
     assert rec1.equals(rec2) and ev1.equals(ev2)
     assert res1.decisions == res2.decisions
     assert res1.columns.keys() == res2.columns.keys()
