@@ -13,12 +13,13 @@ import pytest
 from oddpipe import continuous
 from oddpipe.errors import OddpipeError
 from oddpipe.ingest import run_ingest
-from tests.conftest import make_params
+from tests.conftest import SHARED_DATA, make_params
 
 SFREQ = 250.0
 N_TIMES = 5000  # 20 s
 NAMES = ["Fz", "Cz", "Pz"]
 RANGES = [(-250.0, 250.0), (-3200.0, 3200.0), (-187.5, 312.5)]  # microvolts, one asymmetric
+DATA_TYPES = ("eeg", "seeg", "ecog", "misc", "ecg", "eog", "emg")
 
 
 def digital(seed: int, n_times: int = N_TIMES) -> np.ndarray:
@@ -206,3 +207,27 @@ def test_a_rewritten_calibration_is_read_again(tmp_path):
         continuous.write_calibrations(tmp_path, {"rec": (np.full(2, scale), np.zeros(2))})
         np.testing.assert_array_equal(continuous.open_data(path).volts(dtype=np.float64),
                                       np.full((2, 4), scale))
+
+
+REAL_EDFS = ["format_zoo/mne-python/mne/io/edf/tests/data/test.edf",  # 138 ch, a stim
+             "format_zoo/mne-testing-data/EDF/test_edf_overlapping_annotations.edf",
+             "format_zoo/mne-testing-data/EDF/chtypes_edf.edf",  # 64 ch of mixed types
+             "ieeg_line_noise/mne-misc-data/seeg/sample_seeg.edf",
+             "ieeg_line_noise/mne-misc-data/ecog/sample_ecog.edf"]
+
+
+@pytest.mark.parametrize("name", REAL_EDFS)
+def test_real_edfs_keep_their_counts_and_give_mnes_volts(name):
+    """Real EDFs (../shared/data) from other writers than edfio: their data channels are
+    kept as counts, and counts x calibration are MNE's volts within float64 rounding."""
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (real recordings live in ../shared/data)")
+    raw = mne.io.read_raw(path, verbose="error")
+    picks = [raw.ch_names[i] for i in mne.pick_types(raw.info, exclude=[], stim=False,
+                                                     **{t: True for t in DATA_TYPES})]
+    signals = continuous.read_signals(raw, picks)
+    assert signals.is_counts and len(picks) > 40
+    volts = raw.get_data(picks=picks)
+    np.testing.assert_allclose(signals.volts(dtype=np.float64), volts, rtol=0,
+                               atol=1e-15 * np.abs(volts).max())  # float32: 6e-8
