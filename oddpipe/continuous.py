@@ -24,6 +24,7 @@ the same contract as the epochs. An MNE Raw is one call away (`to_raw`).
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from oddpipe.errors import OddpipeError
-from oddpipe.io import new_file, read_columns, read_json, write_columns, write_json
+from oddpipe.io import new_file, read_columns, write_columns, write_json
 
 if TYPE_CHECKING:
     import mne
@@ -112,37 +113,60 @@ def fits_one_chunk(n_times: int, n_channels: int) -> bool:
 def edf_calibration(raw: "mne.io.BaseRaw",
                     picks: list[str]) -> Calibration | None:
     """(scale, offset) per picked channel when MNE reads them from an EDF's 16-bit samples,
-    where it computes volts = ((count * cal) + offset) * unit from the header; None for any
-    other reader, with a projector, for a stim channel (MNE masks its bits) or for a
-    channel stored at a lower rate (MNE interpolates it). These are MNE's reader internals,
-    indexed as its reader indexes them (_read_picks: mne-bids drops channels a channels.tsv
-    does not list; the header's arrays are in the file's order); read_into confirms them
-    against MNE's volts, and a file that does not fit is stored as float32."""
+    where it computes volts = ((count * cal) + offset) * unit * _cals from the header; None
+    for any other reader, a loaded Raw (get_data gives its volts, maybe filtered, not the
+    file's), a projector, a stim channel (MNE masks its bits), a channel at a lower rate
+    (MNE upsamples it) or _cals other than 1 (an identity read gives counts x _cals).
+    These are MNE's reader internals: read_into confirms them against MNE's volts, and a
+    file that does not fit is stored as float32."""
     extras = getattr(raw, "_raw_extras", None)
-    if type(raw).__name__ != "RawEDF" or not extras or len(extras) != 1 or (
+    if type(raw).__name__ != "RawEDF" or not extras or len(extras) != 1 or raw.preload or (
             raw._projector is not None or raw._comp is not None):
         return None
     try:
-        ex = extras[0]
-        if ex["subtype"] != "edf" or np.dtype(ex["dtype_np"]) != np.int16:
+        ex, orig = extras[0], header_index(raw, picks)
+        idx = [raw.ch_names.index(p) for p in picks]
+        if ex["subtype"] != "edf" or np.dtype(ex["dtype_np"]) != np.int16 or lower_rate(
+                raw, picks) or np.isin(orig, ex["stim_channel_idxs"]).any() or (
+                np.asarray(raw._cals)[idx] != 1).any():
             return None
-        idx = np.array([raw.ch_names.index(p) for p in picks])
-        orig = np.asarray(raw._read_picks[0])[idx]  # as MNE's reader indexes the header
-        if (ex["n_samps"][ex["sel"][orig]] != ex["max_samp"]).any() or np.isin(
-                orig, ex["stim_channel_idxs"]).any() or (np.asarray(raw._cals)[idx] != 1).any():
-            return None
-        scale, offset = ex["cal"][orig] * ex["units"][orig], ex["offsets"][orig] * ex["units"][orig]
+        unit = ex["units"][orig]
+        scale, offset = ex["cal"][orig] * unit, ex["offsets"][orig] * unit
     except (AttributeError, KeyError, IndexError, TypeError, ValueError):
         return None
     usable = np.isfinite(scale).all() and np.isfinite(offset).all() and (scale != 0).all()
     return (scale.astype(np.float64), offset.astype(np.float64)) if usable else None
 
 
+def header_index(raw: "mne.io.BaseRaw", picks: list[str]) -> np.ndarray:
+    """The picks as MNE's EDF reader indexes its header arrays (through _read_picks:
+    mne-bids drops channels a channels.tsv does not list)."""
+    return np.asarray(raw._read_picks[0])[[raw.ch_names.index(p) for p in picks]]
+
+
+def lower_rate(raw: "mne.io.BaseRaw", picks: list[str]) -> list[str]:
+    """The picks an EDF/BDF/GDF stores at a lower rate than the file's, which MNE's reader
+    upsamples on every read: right only when one read covers the whole file (MNE warns of
+    edge artifacts otherwise; the samples of a read that starts later are misplaced too).
+    Empty for any other reader."""
+    extras = getattr(raw, "_raw_extras", None)
+    if type(raw).__name__ not in ("RawEDF", "RawBDF", "RawGDF") or not extras or len(
+            extras) != 1 or raw.preload:
+        return []
+    try:
+        ex = extras[0]
+        slow = ex["n_samps"][ex["sel"][header_index(raw, picks)]] != ex["max_samp"]
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+        return []
+    return [p for p, s in zip(picks, slow) if s]
+
+
 @contextmanager
 def reading_counts(raw: "mne.io.BaseRaw") -> Iterator[None]:
     """MNE's EDF reader with an identity calibration: inside, raw.get_data gives the file's
     own 16-bit values (float64, exact), through MNE's own record and channel mapping. Why:
-    turning MNE's volts back into counts cost a third of ingest's read (bench/RESULTS.md)."""
+    turning MNE's volts back into counts cost a third of ingest's read (bench/RESULTS.md).
+    Another thread reading this Raw meanwhile would get counts too: none does."""
     extras = raw._raw_extras[0]
     n = len(extras["cal"])
     raw._raw_extras[0] = dict(extras, cal=np.ones(n), offsets=np.zeros(n), units=np.ones(n))
@@ -155,25 +179,48 @@ def reading_counts(raw: "mne.io.BaseRaw") -> Iterator[None]:
 def read_into(raw: "mne.io.BaseRaw", picks: list[str], out: np.ndarray,
               cal: Calibration | None = None) -> bool:
     """Fill `out` (channels, times) with the picked channels, a few MB per read: volts, or
-    with cal int16 counts. False (out of no use) when counts x cal are not MNE's volts."""
-    step = max(1, min(READ_VALUES, CHUNK_VALUES) // max(len(picks), 1))
+    with cal int16 counts. False (out of no use) when counts x cal are not MNE's volts.
+    Channels MNE upsamples are read whole, in one read (memory: those channels only)."""
+    whole = lower_rate(raw, picks)
+    rows = [i for i, p in enumerate(picks) if p not in whole]
+    rest = slice(None) if not whole else rows
+    step = max(1, min(READ_VALUES, CHUNK_VALUES) // max(len(rows), 1))
     with reading_counts(raw) if cal is not None else nullcontext():
-        for start in range(0, raw.n_times, step):
+        for start in range(0, raw.n_times, step) if rows else ():
             stop = min(start + step, raw.n_times)
-            out[:, start:stop] = raw.get_data(picks=picks, start=start, stop=stop)
+            out[rest, start:stop] = raw.get_data(picks=[picks[i] for i in rows], start=start,
+                                                 stop=stop)
+    if whole:
+        out[[picks.index(p) for p in whole]] = raw.get_data(picks=whole)
     return cal is None or calibrated(raw, picks, out, cal)
 
 
 def calibrated(raw: "mne.io.BaseRaw", picks: list[str], counts: np.ndarray,
                cal: Calibration) -> bool:
-    """Whether counts x cal are MNE's own volts, within a millionth of a count, on a block
-    in mid-file: the counts and the calibration come from MNE's internals, and a reader
-    that changed (or a calibration mapped to the wrong channel) shows on any block."""
+    """Whether counts x cal are MNE's own volts, within a millionth of a count. The counts
+    and the calibration come from MNE's internals; a reader that changed, or a scale
+    mapped to the wrong channel, shows where a channel takes two different counts (two
+    points fix its line; a channel constant throughout needs one): checked on a block in
+    mid-file, and for a channel flat there, at its first sample that differs."""
     start = max(0, raw.n_times // 2 - VERIFY_SAMPLES // 2)
     stop = min(raw.n_times, start + VERIFY_SAMPLES)
+    block = np.asarray(counts[:, start:stop])
+    if not matches(raw, picks, block, cal, start):
+        return False
+    for row in np.flatnonzero(block.min(axis=1) == block.max(axis=1)):
+        other = np.flatnonzero(np.asarray(counts[row]) != block[row, 0])[:1]
+        if len(other) and not matches(raw, [picks[row]], np.asarray(counts[row:row + 1, other]),
+                                      (cal[0][row:row + 1], cal[1][row:row + 1]), int(other[0])):
+            return False
+    return True
+
+
+def matches(raw: "mne.io.BaseRaw", picks: list[str], counts: np.ndarray, cal: Calibration,
+            start: int) -> bool:
+    """counts x cal against MNE's volts of the same samples (start onwards)."""
     scale, offset = (np.asarray(c, dtype=np.float64)[:, None] for c in cal)
-    error = np.abs(counts[:, start:stop] * scale + offset - raw.get_data(picks=picks,
-                                                                       start=start, stop=stop))
+    volts = raw.get_data(picks=picks, start=start, stop=start + counts.shape[1])
+    error = np.abs(counts * scale + offset - volts)
     return bool((error <= COUNT_TOLERANCE * np.abs(scale)).all())  # NaN fails too
 
 
@@ -248,6 +295,14 @@ def write_calibrations(out_dir: Path, calibrations: dict[str, Calibration]) -> N
                        for rec, (scale, offset) in calibrations.items()}})
 
 
+def remove_tables(out_dir: Path) -> None:
+    """channels.tsv and calibration.json, before a run writes new arrays: an interrupted
+    run then fails to open ('missing; rerun') instead of reading its arrays with the
+    previous run's channel order or calibration."""
+    for name in (CHANNELS_FILE, CALIBRATION_FILE):
+        (Path(out_dir) / name).unlink(missing_ok=True)
+
+
 def n_samples(path: Path) -> int:
     """The samples per channel of a recording's .npy, from its header."""
     return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[1])
@@ -312,15 +367,15 @@ def open_data(path: Path) -> Signals:
 
 def calibration_of(path: Path) -> Calibration:
     """The calibration of a recording stored as counts, from calibration.json beside it
-    (parsed once per process while the file is unchanged)."""
+    (parsed once per process for the same content)."""
     table = Path(path).parent / CALIBRATION_FILE
     try:
-        stat = table.stat()
-    except OSError:
-        raise OddpipeError(f"{table}: missing; int16 counts ({Path(path).name}) are read with "
-                           f"their calibration; {RERUN}") from None
-    cal = read_calibrations(str(table), stat.st_ino, stat.st_mtime_ns,
-                            stat.st_size).get(Path(path).stem)
+        content = table.read_bytes()
+    except OSError as exc:
+        raise OddpipeError(f"{table}: {'missing' if not table.exists() else exc.strerror}; "
+                           f"int16 counts ({Path(path).name}) are read with their "
+                           f"calibration; {RERUN}") from None
+    cal = read_calibrations(str(table), content).get(Path(path).stem)
     if cal is None:
         raise OddpipeError(f"{table}: no calibration for {Path(path).stem}, whose "
                            f"{Path(path).name} holds int16 counts; {RERUN}")
@@ -334,12 +389,15 @@ def numbers(values: Any) -> bool:
 
 
 @lru_cache(maxsize=4)
-def read_calibrations(path: str, inode: int, mtime_ns: int,
-                      size: int) -> dict[str, Calibration]:
-    """Every recording's (scale_v, offset_v) in a calibration.json, read-only arrays: equally
-    long lists of finite numbers, no zero scale. inode, mtime_ns and size key the cache
-    (ingest writes a new file, renamed into place)."""
-    table = read_json(Path(path))
+def read_calibrations(path: str, content: bytes) -> dict[str, Calibration]:
+    """Every recording's (scale_v, offset_v) in a calibration.json's content, read-only
+    arrays: equally long lists of finite numbers, no zero scale. Keyed by the content
+    itself: a file's name, inode and times can all repeat (ingest renames a new file into
+    place; some filesystems keep whole seconds)."""
+    try:
+        table = json.loads(content)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise OddpipeError(f"{path}: not readable JSON ({exc}); {RERUN}") from None
     recordings = table.get("recordings") if isinstance(table, dict) else None
     if not isinstance(recordings, dict):
         raise OddpipeError(f"{path}: expected an object 'recordings' (recording -> scale_v, "
@@ -352,7 +410,11 @@ def calibration_entry(path: str, recording: str, cal: Any) -> Calibration:
             and numbers(cal.get("offset_v"))):
         raise OddpipeError(f"{path}: {recording}: expected lists of numbers scale_v and "
                            f"offset_v; {RERUN}")
-    scale, offset = (np.array(cal[k], dtype=np.float64) for k in ("scale_v", "offset_v"))
+    try:
+        scale, offset = (np.array(cal[k], dtype=np.float64) for k in ("scale_v", "offset_v"))
+    except OverflowError:
+        raise OddpipeError(f"{path}: {recording}: a number beyond float64's range; "
+                           f"{RERUN}") from None
     if len(scale) != len(offset) or not (
             np.isfinite(scale).all() and np.isfinite(offset).all() and (scale != 0).all()):
         raise OddpipeError(f"{path}: {recording}: expected one finite, non-zero scale_v and "

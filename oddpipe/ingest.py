@@ -12,6 +12,7 @@ import fnmatch
 import logging
 import os
 import re
+import shutil
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -705,9 +706,11 @@ def conform(scan: FileScan, channels: list[str],
     return path, n_times, cal
 
 
+PARTS_DIR = ".parts"  # a folder of its own: no recording's name can be a part's
+
+
 def discard_parts(out_dir: Path) -> None:
-    for part in Path(out_dir).glob(".part-*"):
-        part.unlink(missing_ok=True)
+    shutil.rmtree(Path(out_dir) / PARTS_DIR, ignore_errors=True)
 
 
 def mark_duplicate_names(scans: list[FileScan]) -> None:
@@ -865,7 +868,8 @@ def run_ingest(params: Ingest, out_dir: Path, runner: Runner = SERIAL,
     files = list_recordings(params)
     cores, runner = runner.n_jobs, for_work(runner, partial(worth_workers, files))
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(f, out_dir / f".part-{i:06d}.npy") for i, f in enumerate(files)]
+    continuous.remove_tables(out_dir)  # an earlier run's must not describe this run's arrays
+    jobs = [(f, out_dir / PARTS_DIR / f"{i:06d}.npy") for i, f in enumerate(files)]
     try:
         scans = scan_all(jobs, raw_dir, params, runner, cores)
         mark_duplicate_names(scans)

@@ -4,6 +4,7 @@ both read back as volts, and a calibration that is not MNE's falls back to float
 from __future__ import annotations
 
 import json
+import os
 
 import edfio
 import mne
@@ -12,7 +13,8 @@ import pytest
 
 from oddpipe import continuous
 from oddpipe.errors import OddpipeError
-from oddpipe.ingest import run_ingest
+from oddpipe import ingest as ingest_module
+from oddpipe.ingest import PARTS_DIR, run_ingest
 from tests.conftest import SHARED_DATA, make_params
 
 SFREQ = 250.0
@@ -78,7 +80,7 @@ def test_a_reordered_edf_keeps_its_counts_under_each_name(tmp_path):
     np.testing.assert_array_equal(second.data, first.data)  # rows back in Fz, Cz, Pz order
     np.testing.assert_array_equal(second.scale, first.scale)
     np.testing.assert_array_equal(second.volts(), first.volts())
-    assert not list((tmp_path / "out").glob(".part-*"))
+    assert not (tmp_path / "out" / PARTS_DIR).exists()
 
 
 def test_a_resampled_edf_becomes_float32_volts(tmp_path):
@@ -113,14 +115,18 @@ def test_a_channel_dropped_before_the_read_keeps_its_own_calibration(tmp_path):
     np.testing.assert_allclose(signals.scale, [400e-6 / 65535, 100e-6 / 65535], rtol=1e-12)
 
 
+@pytest.mark.parametrize("flat_middle", [False, True])  # zero-filled where the check starts
 @pytest.mark.parametrize("wrong", ["1.5x", "0.5x", "swapped"])  # scales that are not MNE's
 @pytest.mark.parametrize("chunk_values", [continuous.CHUNK_VALUES, 3 * 1000])  # whole, streamed
 def test_a_calibration_that_is_not_mnes_falls_back_to_float32(tmp_path, monkeypatch,
-                                                             chunk_values, wrong):
+                                                             chunk_values, wrong, flat_middle):
     """The counts and their calibration come from MNE's reader internals: a calibration
     that does not give MNE's own volts (a changed reader, a channel mapped to its
-    neighbour's scale) leaves the file in float32 volts, never stored as wrong counts."""
+    neighbour's scale) leaves the file in float32 volts, never stored as wrong counts,
+    also when every channel is flat in mid-file (a gap filled with zeros)."""
     counts = digital(4)
+    if flat_middle:
+        counts[:, 2000:3000] = 0
     raw = mne.io.read_raw(write_edf(tmp_path / "a.edf", counts), verbose="error")
     scale, offset = continuous.edf_calibration(raw, NAMES)
     bad = {"1.5x": scale * 1.5, "0.5x": scale * 0.5, "swapped": scale[[1, 0, 2]]}[wrong]
@@ -191,6 +197,15 @@ def test_counts_without_a_usable_calibration_name_the_file_and_the_fix(tmp_path)
     for text in ("[]", '{"recordings": [1, 2]}'):
         table.write_text(text)
         fails(r"calibration\.json: expected an object 'recordings'")
+    table.write_text('{"recordings": {"rec": {"scale_v": [1' + "0" * 400 + ', 1, 1], '
+                     '"offset_v": [0, 0, 0]}}}')
+    fails(r"calibration\.json: rec: a number beyond float64's range")
+    table.write_text('{"recordings": ')
+    fails(r"calibration\.json: not readable JSON")
+    table.unlink()
+    table.mkdir()
+    fails(r"calibration\.json: Is a directory; int16 counts")
+    table.rmdir()
     continuous.write_calibrations(tmp_path, {"rec": (np.full(3, 2.0), np.zeros(3))})
     np.testing.assert_array_equal(continuous.open_data(path).volts(), np.zeros((3, 10)))
     np.save(path, np.zeros((3, 10), dtype=np.int32))
@@ -199,12 +214,14 @@ def test_counts_without_a_usable_calibration_name_the_file_and_the_fix(tmp_path)
 
 
 def test_a_rewritten_calibration_is_read_again(tmp_path):
-    """calibration.json is parsed once per process while unchanged: a new ingest run's is
-    read, not the cached one."""
+    """calibration.json is parsed once per process for the same content: a new ingest run's
+    is read, not the cached one, even where the new file has the old one's inode (a rename
+    into place alternates two), size and times."""
     path = tmp_path / "rec.npy"
     np.save(path, np.ones((2, 4), dtype=np.int16))
     for scale in (1e-6, 2e-6, 3e-6):
         continuous.write_calibrations(tmp_path, {"rec": (np.full(2, scale), np.zeros(2))})
+        os.utime(tmp_path / "calibration.json", ns=(10**18, 10**18))  # whole-second times
         np.testing.assert_array_equal(continuous.open_data(path).volts(dtype=np.float64),
                                       np.full((2, 4), scale))
 
@@ -231,3 +248,69 @@ def test_real_edfs_keep_their_counts_and_give_mnes_volts(name):
     volts = raw.get_data(picks=picks)
     np.testing.assert_allclose(signals.volts(dtype=np.float64), volts, rtol=0,
                                atol=1e-15 * np.abs(volts).max())  # float32: 6e-8
+
+
+def test_a_loaded_raw_is_read_as_its_volts(tmp_path):
+    """A preloaded (maybe filtered) Raw's get_data gives its volts, which an identity
+    calibration cannot turn into counts: it is read as float32 volts."""
+    counts = digital(9)
+    counts[:, 2000:3000] = 0  # flat in mid-file, where the counts check looks first
+    raw = mne.io.read_raw(write_edf(tmp_path / "a.edf", counts), preload=True,
+                          verbose="error")
+    assert continuous.edf_calibration(raw, NAMES) is None
+    signals = continuous.read_signals(raw, NAMES)
+    assert not signals.is_counts
+    np.testing.assert_array_equal(signals.volts(), raw.get_data(picks=NAMES).astype(np.float32))
+
+
+@pytest.mark.parametrize("chunk_values", [continuous.CHUNK_VALUES, 3 * 1000])  # whole, streamed
+def test_a_slower_channel_is_read_in_one_read(tmp_path, monkeypatch, chunk_values):
+    """MNE upsamples a channel stored at a lower rate on each read, correctly only when
+    the read covers the whole file: read in chunks its samples came out misplaced (twice
+    the signal's amplitude off). It is read whole; the others stay chunked."""
+    monkeypatch.setattr(continuous, "READ_VALUES", 3 * 700)  # 700 samples per chunk
+    monkeypatch.setattr(continuous, "CHUNK_VALUES", chunk_values)
+    t = np.arange(N_TIMES) / SFREQ
+    counts = np.stack([10000 * np.sin(2 * np.pi * f * t) for f in (3, 5, 7)]).astype(np.int16)
+    raw = mne.io.read_raw(write_edf(tmp_path / "a.edf", counts, slow=1), verbose="error")
+    assert continuous.lower_rate(raw, NAMES) == ["Cz"]
+    whole = raw.get_data(picks=NAMES).astype(np.float32)
+    assert continuous.stream_raw(raw, NAMES, tmp_path / "x.npy") is None  # float32 volts
+    np.testing.assert_array_equal(continuous.open_data(tmp_path / "x.npy").volts(), whole)
+
+
+def test_an_interrupted_run_leaves_no_earlier_calibration_to_misread(tmp_path, monkeypatch):
+    """A run stopped after renaming some new arrays into place (outside dvc repro, which
+    removes outputs first) must not pair them with the previous run's calibration.json or
+    channels.tsv: opening them fails and says to rerun."""
+    write_edf(tmp_path / "raw" / "sub-01" / "sub-01_a.edf", digital(10))
+    write_edf(tmp_path / "raw" / "sub-02" / "sub-02_b.edf", digital(11))
+    out = tmp_path / "out"
+    ingest(tmp_path / "raw", out, channels=NAMES)
+    conform = ingest_module.conform
+
+    def stopped(scan, **kwargs):
+        if scan.recording == "sub-02_b":
+            raise KeyboardInterrupt
+        return conform(scan, **kwargs)
+
+    monkeypatch.setattr(ingest_module, "conform", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(tmp_path / "raw", out, channels=NAMES[::-1])  # another order: other scales
+    with pytest.raises(OddpipeError, match=r"calibration\.json: missing.*dvc repro ingest"):
+        continuous.open_data(out / "sub-01_a.npy")
+    assert not (out / "channels.tsv").exists() and not (out / PARTS_DIR).exists()
+
+
+def test_recordings_named_like_parts_keep_their_own_samples(tmp_path):
+    """Parts live in a folder of their own: a file named as a part once was is a
+    recording like any other."""
+    names = [".part-000001", "000000", ".parts"]
+    for i, name in enumerate(names):
+        write_edf(tmp_path / "raw" / f"sub-0{i + 1}" / f"{name}.edf", digital(20 + i))
+    recordings = ingest(tmp_path / "raw", tmp_path / "out",
+                        path_regex=r"sub-(?P<subject>\d+)/")
+    assert sorted(recordings["recording"]) == sorted(names)
+    for i, name in enumerate(names):
+        np.testing.assert_array_equal(
+            continuous.open_data(tmp_path / "out" / f"{name}.npy").data, digital(20 + i))

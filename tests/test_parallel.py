@@ -153,7 +153,7 @@ def test_a_full_disk_names_the_file_and_leaves_no_parts(small_demo, tmp_path, mo
         ingest.run_ingest(params.ingest, out, Runner(n_jobs=n_jobs))
     assert f"cannot write {calls[2]} (Not enough free space" in str(err.value)
     assert "its disk has space" in str(err.value)
-    assert not list(out.glob(".part-*"))
+    assert not (out / ingest.PARTS_DIR).exists()
 
 
 def test_an_interrupted_ingest_leaves_no_parts(small_demo, tmp_path, monkeypatch):
