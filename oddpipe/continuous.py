@@ -205,18 +205,19 @@ def calibrated(raw: "mne.io.BaseRaw", picks: list[str], counts: np.ndarray,
     start = max(0, raw.n_times // 2 - VERIFY_SAMPLES // 2)
     stop = min(raw.n_times, start + VERIFY_SAMPLES)
     block = np.asarray(counts[:, start:stop])
-    if not matches(raw, picks, block, cal, start):
+    if not volts_match(raw, picks, block, cal, start):
         return False
     for row in np.flatnonzero(block.min(axis=1) == block.max(axis=1)):
         other = np.flatnonzero(np.asarray(counts[row]) != block[row, 0])[:1]
-        if len(other) and not matches(raw, [picks[row]], np.asarray(counts[row:row + 1, other]),
-                                      (cal[0][row:row + 1], cal[1][row:row + 1]), int(other[0])):
+        if len(other) and not volts_match(raw, [picks[row]], counts[row:row + 1, other],
+                                          (cal[0][row:row + 1], cal[1][row:row + 1]),
+                                          int(other[0])):
             return False
     return True
 
 
-def matches(raw: "mne.io.BaseRaw", picks: list[str], counts: np.ndarray, cal: Calibration,
-            start: int) -> bool:
+def volts_match(raw: "mne.io.BaseRaw", picks: list[str], counts: np.ndarray,
+                cal: Calibration, start: int) -> bool:
     """counts x cal against MNE's volts of the same samples (start onwards)."""
     scale, offset = (np.asarray(c, dtype=np.float64)[:, None] for c in cal)
     volts = raw.get_data(picks=picks, start=start, stop=start + counts.shape[1])

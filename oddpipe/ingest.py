@@ -692,8 +692,7 @@ def conform(scan: FileScan, channels: list[str],
         return path, continuous.n_samples(path), scan.cal
     order = [list(scan.channels).index(n) for n in channels]
     stored = np.load(scan.part, mmap_mode="r", allow_pickle=False)
-    part = continuous.Signals(stored, *scan.cal) if scan.cal else continuous.Signals(stored)
-    part = part.take(order)
+    part = continuous.Signals(stored, *(scan.cal or (None, None))).take(order)
     if scan.orig_sfreq == scan.sfreq:
         n_times, cal = continuous.write_signals(part, path), part.calibration
     else:  # the whole recording in memory: resampling needs it
