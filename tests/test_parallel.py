@@ -36,6 +36,32 @@ def test_light_work_runs_in_this_process_and_says_why(caplog):
     assert os.getpid() not in map_recordings(pid, range(4), loky)
 
 
+def test_threads_raise_a_failure_only_once_no_item_runs():
+    """A thread cannot be stopped: one still inside numpy or MNE when the interpreter exits
+    aborted the filter stage (rc 134) after it had printed its error. The failure is raised
+    once the running items have finished; the items not yet started are skipped."""
+    started, finished = [], []
+    running = threading.Barrier(2)
+
+    def work(item: int) -> int:
+        started.append(item)
+        if item == 0:
+            running.wait(timeout=5)  # item 1 is running too
+            raise ValueError("item 0 is broken")
+        if item == 1:
+            running.wait(timeout=5)
+            threading.Event().wait(0.3)  # still running when item 0 has failed
+        finished.append(item)
+        return item
+
+    with pytest.raises(ValueError, match="item 0 is broken"):
+        map_recordings(work, range(40), Runner(n_jobs=2, backend="threading"))
+    assert 1 in finished  # waited for, not left running
+    assert len(started) < 40  # the rest skipped
+    assert map_recordings(lambda i: i * 2, range(5), Runner(n_jobs=2, backend="threading")) \
+        == [0, 2, 4, 6, 8]
+
+
 def test_raw_bytes_counts_each_recording_with_its_side_files(tmp_path):
     sizes = {"a.eeg": 5000, "a.vmrk": 50, "b[1].edf": 700, "b[1].mp4": 9999, "c.set": 40,
              "c.fdt": 4000, "nosuffix": 30, "other.edf": 8888}
