@@ -6,9 +6,12 @@ epoch array is zero and marked in a boolean mask, so later stages can ignore the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 import mne
 import numpy as np
@@ -17,7 +20,7 @@ import pandas as pd
 from oddpipe import continuous
 from oddpipe.errors import OddpipeError
 from oddpipe.io import new_file
-from oddpipe.parallel import SERIAL, Runner, map_recordings
+from oddpipe.parallel import SERIAL, Runner, in_process, map_recordings
 from oddpipe.params import Filter
 
 SPLITS = ("train", "val", "test")
@@ -28,11 +31,19 @@ EPOCH_COLUMNS = ["event_id", "recording", "subject", "y"]
 @dataclass
 class RecordingEpochs:
     recording: str
-    part: Path | None  # .npy of (epochs, channels, times) float32, None when no epoch
+    part: Path | None  # .npy of (epochs, channels, times) float32, from a worker
     table: pd.DataFrame  # EPOCH_COLUMNS + split, one row per epoch, in the array's order
     n_dropped_at_edges: int
     n_dropped_nonfinite: int = 0
     moments: dict[str, np.ndarray] | None = None  # train-split sums, see train_moments
+    epochs: np.ndarray | None = None  # the same array in memory, made in this process
+
+    @property
+    def has_epochs(self) -> bool:
+        return self.part is not None or self.epochs is not None
+
+    def load(self) -> np.ndarray:
+        return self.epochs if self.epochs is not None else np.load(self.part, allow_pickle=False)
 
 
 def train_moments(data: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -122,8 +133,9 @@ def touches(gaps: np.ndarray, samples: np.ndarray, params: Filter, sfreq: float)
 
 def epoch_recording(source: Continuous, recording: str, events: pd.DataFrame,
                     line_freq: float | None, drop_channels: list[str], params: Filter,
-                    parts_dir: Path) -> RecordingEpochs:
-    """Filter one continuous recording and cut its labelled events into epochs."""
+                    parts_dir: Path | None) -> RecordingEpochs:
+    """Filter one continuous recording and cut its labelled events into epochs: saved in
+    parts_dir (a worker's way to hand them over), or kept in memory when it is None."""
     data = continuous.open_data(source.path).volts(dtype=np.float64)  # a new array to edit
     gaps = bridge_gaps(data, ~np.isin(source.channels, drop_channels))
     raw = continuous.to_raw(data, source.channels, source.types, source.sfreq)
@@ -146,10 +158,12 @@ def epoch_recording(source: Continuous, recording: str, events: pd.DataFrame,
         gaps, events["sample"].to_numpy()[inside], params, raw.info["sfreq"])
     if not finite.all():
         data, table = data[finite], table[finite].reset_index(drop=True)
-    n_nonfinite = int((~finite).sum())
+    counts = (recording, None, table, int((~inside).sum()), int((~finite).sum()), moments)
+    if parts_dir is None:
+        return RecordingEpochs(*counts, epochs=data)
     part = parts_dir / f"{recording}.npy"
     np.save(new_file(part), data)
-    return RecordingEpochs(recording, part, table, int((~inside).sum()), n_nonfinite, moments)
+    return RecordingEpochs(recording, part, *counts[2:])
 
 
 def cut_epochs(data: np.ndarray, samples: np.ndarray, sfreq: float,
@@ -174,27 +188,73 @@ def cut_epochs(data: np.ndarray, samples: np.ndarray, sfreq: float,
     return epochs.astype(np.float32), inside
 
 
-def assemble_split(parts: list[RecordingEpochs], split: str, n_ch: int, n_times: int,
-                   masks: dict[str, np.ndarray], out_dir: Path) -> pd.DataFrame:
-    """Concatenate one split's epochs into one .npy, one recording at a time, by appending
-    to the file: a memmap would keep every written page in this process's memory."""
-    rows = [(p, p.table["split"].to_numpy() == split) for p in parts if p.part is not None]
-    n = int(sum(sel.sum() for _, sel in rows))
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
-              "fortran_order": False, "shape": (n, n_ch, n_times)}
-    masks_out, tables = [], []
-    with open(new_file(out_dir / f"{split}_X.npy"), "wb") as fh:
-        np.lib.format.write_array_header_1_0(fh, header)
-        for p, sel in rows:
+@dataclass
+class SplitFiles:
+    """The train/val/test epoch arrays, written one recording at a time by appending to
+    each split's .npy (a memmap would keep every written page in this process's memory)
+    and its header rewritten with the final count at the end: numpy pads a header so
+    that the first axis can grow without moving the data (format.GROWTH_AXIS_MAX_DIGITS)."""
+
+    out_dir: Path
+    n_channels: int
+    files: dict[str, tuple[BinaryIO, int]] = field(default_factory=dict)  # file, data start
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    masks: dict[str, list[np.ndarray]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+    tables: dict[str, list[pd.DataFrame]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+    n_times: int | None = None
+
+    def add(self, rec: RecordingEpochs, mask: np.ndarray) -> RecordingEpochs:
+        """Append one recording's epochs to their splits; returns it without them (a part
+        file is removed once copied)."""
+        if not rec.has_epochs:
+            return rec
+        data, splits = rec.load(), rec.table["split"].to_numpy()
+        self.n_times = data.shape[2]
+        for split in SPLITS:
+            sel = splits == split
             if sel.any():
-                part = np.load(p.part, allow_pickle=False)[sel]
-                fh.write(np.ascontiguousarray(part, dtype=np.float32).tobytes())
-                masks_out.append(np.broadcast_to(masks[p.recording], (int(sel.sum()), n_ch)))
-                tables.append(p.table[sel])
-    mask = (np.ascontiguousarray(np.concatenate(masks_out)) if masks_out
-            else np.zeros((0, n_ch), dtype=bool))
-    np.save(new_file(out_dir / f"{split}_mask.npy"), mask)
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=EPOCH_COLUMNS)
+                fh = self.file(split)
+                fh.write(np.ascontiguousarray(data[sel], dtype=np.float32).tobytes())
+                self.counts[split] += int(sel.sum())
+                self.masks[split].append(np.broadcast_to(mask, (int(sel.sum()), len(mask))))
+                self.tables[split].append(rec.table[sel])
+        if rec.part is not None:
+            rec.part.unlink()
+        rec.epochs = rec.part = None
+        return rec
+
+    def file(self, split: str) -> BinaryIO:
+        if split not in self.files:
+            fh = open(new_file(self.out_dir / f"{split}_X.npy"), "wb")
+            np.lib.format.write_array_header_1_0(fh, self.header(0))
+            self.files[split] = (fh, fh.tell())
+        return self.files[split][0]
+
+    def header(self, n: int) -> dict:
+        return {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                "fortran_order": False, "shape": (n, self.n_channels, self.n_times)}
+
+    def close(self) -> dict[str, pd.DataFrame]:
+        """Final headers (an empty split gets an empty array), masks; the splits' tables."""
+        tables = {}
+        for split in SPLITS:
+            self.file(split)
+            fh, data_start = self.files.pop(split)
+            with fh:
+                fh.seek(0)
+                np.lib.format.write_array_header_1_0(fh, self.header(self.counts[split]))
+                if fh.tell() != data_start:  # numpy's padding is what makes this safe
+                    raise RuntimeError(f"the {split}_X.npy header changed length")
+            masks = self.masks[split]
+            np.save(new_file(self.out_dir / f"{split}_mask.npy"), np.ascontiguousarray(
+                np.concatenate(masks)) if masks else np.zeros((0, self.n_channels), bool))
+            tables[split] = (pd.concat(self.tables[split], ignore_index=True)
+                             if self.tables[split] else pd.DataFrame(columns=EPOCH_COLUMNS))
+        return tables
+
+    def discard(self) -> None:
+        for fh, _ in self.files.values():
+            fh.close()
 
 
 def drop_mask(channels: list[str], decision: dict) -> np.ndarray:
@@ -214,24 +274,26 @@ def run_filter(recordings: pd.DataFrame, events: pd.DataFrame, decisions: dict[s
                            "reports/outliers.html and adjust the outliers thresholds")
     channels, types = continuous.read_channels(ingest_dir)
     masks = {r: drop_mask(channels, decisions[r]) for r in keep["recording"]}
-    parts_dir = out_dir / "parts"
-    parts_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(Continuous(ingest_dir / r.data, channels, types, float(r.sfreq)), r.recording, events[events["recording"] == r.recording],
              decisions[r.recording]["line_freq"],
              [c for c, m in zip(channels, masks[r.recording]) if m])
             for r in keep.itertuples()]
-    work = partial(_epoch_job, params=params, parts_dir=parts_dir)
-    parts = map_recordings(work, jobs, runner)
-    done = [p for p in parts if p.part is not None]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    splits = SplitFiles(out_dir, len(channels))
+    try:
+        parts = [splits.add(p, masks[p.recording]) for p in epoch_all(jobs, params, out_dir, runner)]
+    except BaseException:
+        splits.discard()
+        raise
+    done = [p for p in parts if p.moments is not None]
     if not done:
+        splits.discard()
         raise OddpipeError("no event survived epoching (windows run past the recording "
                            "ends?); check filter.tmin / filter.tmax")
-    n_times = np.load(done[0].part, mmap_mode="r", allow_pickle=False).shape[2]
-    tables = {s: assemble_split(parts, s, len(channels), n_times, masks, out_dir) for s in SPLITS}
+    tables = splits.close()
+    shutil.rmtree(out_dir / "parts", ignore_errors=True)  # emptied by splits.add
     check_splits(tables, sorted(set(recordings["recording"]) - set(keep["recording"])))
-    for p in done:
-        p.part.unlink()
-    parts_dir.rmdir()
+    n_times = splits.n_times
     sfreq = float(keep["sfreq"].iloc[0]) / params.decim
     info = {"channels": channels, "sfreq": sfreq, "tmin": params.tmin, "n_times": int(n_times),
             "dropped_recordings": sorted(set(recordings["recording"]) - set(keep["recording"])),
@@ -267,6 +329,18 @@ def check_splits(tables: dict[str, pd.DataFrame], dropped: list[str]) -> None:
                 "outliers.max_bad_fraction or use outliers.action: drop_channel")
 
 
-def _epoch_job(job: tuple, params: Filter, parts_dir: Path) -> RecordingEpochs:
+def epoch_all(jobs: list[tuple], params: Filter, out_dir: Path,
+              runner: Runner) -> Iterable[RecordingEpochs]:
+    """Each recording's epochs in order. In this process they are made one at a time, each
+    in memory until appended to the split files; workers hand theirs over as part files
+    (written twice: measured 0.27 s of the demo's 3.4 s stage, bench/RESULTS.md)."""
+    if in_process(runner):
+        return (_epoch_job(job, params, None) for job in jobs)
+    parts_dir = out_dir / "parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    return map_recordings(partial(_epoch_job, params=params, parts_dir=parts_dir), jobs, runner)
+
+
+def _epoch_job(job: tuple, params: Filter, parts_dir: Path | None) -> RecordingEpochs:
     source, recording, events, line_freq, dropped = job
     return epoch_recording(source, recording, events, line_freq, dropped, params, parts_dir)

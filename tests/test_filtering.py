@@ -1,12 +1,13 @@
 """Filtering and epoching: notch frequencies, the Nyquist check, labels aligned with the
-epochs that survive, edge drops counted, dropped channels zeroed."""
+epochs that survive, edge drops counted, dropped channels zeroed, split files appended."""
 import numpy as np
 import pandas as pd
 import pytest
 
 from oddpipe import continuous
 from oddpipe.errors import OddpipeError
-from oddpipe.filtering import Continuous, check_rates, epoch_recording, notch_freqs
+from oddpipe.filtering import (SPLITS, Continuous, RecordingEpochs, SplitFiles, check_rates,
+                               epoch_recording, notch_freqs)
 from oddpipe.params import Filter
 
 SFREQ = 500.0
@@ -179,3 +180,53 @@ def test_cut_epochs_equals_mne_epochs(tmin, tmax, decim, baseline):
     np.testing.assert_array_equal(np.flatnonzero(inside), epochs.selection)
     np.testing.assert_allclose(ours, epochs.get_data().astype(np.float32), rtol=1e-6,
                                atol=1e-7)
+
+
+def test_in_memory_epochs_equal_the_part_file_and_nothing_is_written(tmp_path):
+    """In this process epochs stay in memory until appended to the split files."""
+    rec, events, _ = make_recording(tmp_path)
+    saved, params = run(rec, events, tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    kept = epoch_recording(rec, "rec", events, 60.0, [], params, None)
+    assert sorted(tmp_path.rglob("*")) == before
+    assert kept.part is None and kept.has_epochs
+    np.testing.assert_array_equal(kept.load(), np.load(saved.part, allow_pickle=False))
+    assert kept.table.equals(saved.table) and kept.moments.keys() == saved.moments.keys()
+
+
+def test_split_files_equal_numpy_save_of_the_concatenation(tmp_path):
+    """Appended recording by recording, the header rewritten with the final count at the
+    end: byte for byte what np.save writes for the whole split, an empty split included
+    (the count grows from 0 to 5 digits without moving the data)."""
+    rng = np.random.default_rng(1)
+    sizes, n_ch, n_times = (7, 40_000, 3), 4, 6
+    recs, arrays = [], []
+    for i, n in enumerate(sizes):
+        X = rng.standard_normal((n, n_ch, n_times)).astype(np.float32)
+        split = np.where(np.arange(n) % 3 == 0, "val", "train")
+        table = pd.DataFrame({"event_id": np.arange(n) + 100 * i, "recording": f"r{i}",
+                              "subject": "01", "y": np.arange(n) % 2, "split": split})
+        part = None
+        if i == 1:  # a worker's part file, removed once copied
+            part = tmp_path / "r1.npy"
+            np.save(part, X)
+        recs.append(RecordingEpochs(f"r{i}", part, table, 0, 0, {}, None if part else X))
+        arrays.append((X, split))
+    out = tmp_path / "out"
+    out.mkdir()
+    files = SplitFiles(out, n_ch)
+    masks = {f"r{i}": np.arange(n_ch) == i for i in range(3)}
+    for r in recs:
+        files.add(r, masks[r.recording])
+    tables = files.close()
+    assert not (tmp_path / "r1.npy").exists()
+    for split in SPLITS:
+        expected = np.concatenate([X[s == split] for X, s in arrays]) if split != "test" \
+            else np.zeros((0, n_ch, n_times), np.float32)
+        np.save(tmp_path / "expected.npy", expected)
+        assert (out / f"{split}_X.npy").read_bytes() == (tmp_path / "expected.npy").read_bytes()
+        assert len(tables[split]) == len(expected)
+        mask = np.load(out / f"{split}_mask.npy", allow_pickle=False)
+        assert mask.shape == (len(expected), n_ch)
+    assert len(tables["val"]) == 3 + 13_334 + 1
+    np.testing.assert_array_equal(np.load(out / "val_mask.npy")[3], masks["r1"])
