@@ -209,12 +209,16 @@ class SplitFiles:
         if not rec.has_epochs:
             return rec
         data, splits = rec.load(), rec.table["split"].to_numpy()
+        if self.n_times not in (None, data.shape[2]):
+            raise OddpipeError(
+                f"{rec.recording}: its epochs have {data.shape[2]} samples, the other "
+                f"recordings' {self.n_times}: its sfreq in recordings.tsv differs from theirs; "
+                "rerun the ingest stage (dvc repro ingest)")
         self.n_times = data.shape[2]
         for split in SPLITS:
             sel = splits == split
             if sel.any():
-                fh = self.file(split)
-                fh.write(np.ascontiguousarray(data[sel], dtype=np.float32).tobytes())
+                write(self.file(split), np.ascontiguousarray(data[sel], dtype=np.float32))
                 self.counts[split] += int(sel.sum())
                 self.masks[split].append(np.broadcast_to(mask, (int(sel.sum()), len(mask))))
                 self.tables[split].append(rec.table[sel])
@@ -246,15 +250,34 @@ class SplitFiles:
                 if fh.tell() != data_start:  # numpy's padding is what makes this safe
                     raise RuntimeError(f"the {split}_X.npy header changed length")
             masks = self.masks[split]
-            np.save(new_file(self.out_dir / f"{split}_mask.npy"), np.ascontiguousarray(
-                np.concatenate(masks)) if masks else np.zeros((0, self.n_channels), bool))
+            with open(new_file(self.out_dir / f"{split}_mask.npy"), "wb") as mask_file:
+                write(mask_file, np.concatenate(masks) if masks
+                      else np.zeros((0, self.n_channels), bool), header=True)
             tables[split] = (pd.concat(self.tables[split], ignore_index=True)
                              if self.tables[split] else pd.DataFrame(columns=EPOCH_COLUMNS))
         return tables
 
     def discard(self) -> None:
+        """After a failure: no split file that could pass for a finished one is left."""
         for fh, _ in self.files.values():
             fh.close()
+        self.files.clear()
+        for split in SPLITS:
+            for name in (f"{split}_X.npy", f"{split}_mask.npy"):
+                (self.out_dir / name).unlink(missing_ok=True)
+
+
+def write(fh: BinaryIO, data: np.ndarray, header: bool = False) -> None:
+    """Raw rows (or, with header, a whole .npy) into an open file; a failed write names it
+    (numpy's "not enough free space" carries no file name)."""
+    try:
+        if header:
+            np.save(fh, np.ascontiguousarray(data), allow_pickle=False)
+        else:
+            fh.write(data.tobytes())
+    except OSError as exc:
+        raise OddpipeError(f"cannot write {fh.name} ({exc.strerror or exc}); check that its "
+                           "disk has space and the folder is writable") from None
 
 
 def drop_mask(channels: list[str], decision: dict) -> np.ndarray:
@@ -282,15 +305,14 @@ def run_filter(recordings: pd.DataFrame, events: pd.DataFrame, decisions: dict[s
     splits = SplitFiles(out_dir, len(channels))
     try:
         parts = [splits.add(p, masks[p.recording]) for p in epoch_all(jobs, params, out_dir, runner)]
-    except BaseException:
+        done = [p for p in parts if p.moments is not None]
+        if not done:
+            raise OddpipeError("no event survived epoching (windows run past the recording "
+                               "ends?); check filter.tmin / filter.tmax")
+        tables = splits.close()
+    except BaseException:  # an interrupt too
         splits.discard()
         raise
-    done = [p for p in parts if p.moments is not None]
-    if not done:
-        splits.discard()
-        raise OddpipeError("no event survived epoching (windows run past the recording "
-                           "ends?); check filter.tmin / filter.tmax")
-    tables = splits.close()
     shutil.rmtree(out_dir / "parts", ignore_errors=True)  # emptied by splits.add
     check_splits(tables, sorted(set(recordings["recording"]) - set(keep["recording"])))
     n_times = splits.n_times

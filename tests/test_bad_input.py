@@ -507,3 +507,16 @@ def test_a_file_this_user_may_not_open_is_reported_and_the_others_ingested(fif_d
     assert len(recordings) == 2 and len(report) == 3
     reason = report.loc["sub-03/sub-01_run-01_raw.fif", "reason"]
     assert "permission denied" in reason and f"chmod -R a+rX {locked}" in reason
+
+
+def test_a_filter_failing_midway_leaves_no_split_file(stage_work, tmp_path):
+    """The split arrays are appended recording by recording: a failure at the last one
+    must not leave files that load as finished (their header still says 0 epochs)."""
+    def truncate_last(work):
+        path = sorted((work / "data/ingest").glob("*.npy"))[-1]
+        path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+    code, err = rerun(stage_work, tmp_path, "filter", truncate_last)
+    last = sorted((tmp_path / "copy/data/ingest").glob("*.npy"))[-1].name
+    assert code == 1 and "Traceback" not in err and last in err, err
+    assert "dvc repro ingest" in err
+    assert sorted(p.name for p in (tmp_path / "copy/data/filter").glob("*.npy")) == []

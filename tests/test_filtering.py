@@ -1,5 +1,7 @@
 """Filtering and epoching: notch frequencies, the Nyquist check, labels aligned with the
 epochs that survive, edge drops counted, dropped channels zeroed, split files appended."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -230,3 +232,24 @@ def test_split_files_equal_numpy_save_of_the_concatenation(tmp_path):
         assert mask.shape == (len(expected), n_ch)
     assert len(tables["val"]) == 3 + 13_334 + 1
     np.testing.assert_array_equal(np.load(out / "val_mask.npy")[3], masks["r1"])
+
+
+def test_split_files_refuse_recordings_of_another_length_and_name_a_full_disk(tmp_path):
+    from oddpipe.filtering import write
+
+    table = pd.DataFrame({"event_id": [1, 2], "recording": "a", "subject": "01", "y": [0, 1],
+                          "split": ["train", "val"]})
+    files = SplitFiles(tmp_path, 2)
+    files.add(RecordingEpochs("a", None, table, 0, 0, {}, np.zeros((2, 2, 5), np.float32)),
+              np.zeros(2, bool))
+    other = RecordingEpochs("b", None, table.assign(recording="b"), 0, 0, {},
+                            np.zeros((2, 2, 9), np.float32))
+    with pytest.raises(OddpipeError, match=r"^b: its epochs have 9 samples, the other "
+                                           r"recordings' 5.*dvc repro ingest"):
+        files.add(other, np.zeros(2, bool))
+    files.discard()
+    assert list(tmp_path.iterdir()) == []
+    if Path("/dev/full").exists():
+        with open("/dev/full", "wb") as full, pytest.raises(OddpipeError,
+                                                            match="cannot write /dev/full"):
+            write(full, np.zeros(1 << 20, np.float32))
