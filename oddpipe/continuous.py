@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from oddpipe.errors import OddpipeError
-from oddpipe.io import new_file, read_columns, write_columns, write_json
+from oddpipe.io import naming_write_errors, new_file, read_columns, write_columns, write_json
 
 if TYPE_CHECKING:
     import mne
@@ -276,13 +276,8 @@ def write_signals(signals: Signals, path: Path) -> int:
     """A recording's .npy (its calibration, for counts, goes into calibration.json once
     every recording is known: write_calibrations). Returns its number of samples."""
     dtype = np.int16 if signals.is_counts else np.float32
-    try:
-        with open(new_file(path), "wb") as fh:  # a file object: np.save would not append .npy
-            np.save(fh, np.ascontiguousarray(signals.data, dtype=dtype), allow_pickle=False)
-    except OSError as exc:  # numpy's "not enough free space" has no errno nor file name
-        raise OddpipeError(f"cannot write {path} ({exc.strerror or exc}); check that "
-                           f"{Path(path).parent} still exists, is writable and its disk "
-                           "has space") from None
+    with naming_write_errors(path), open(new_file(path), "wb") as fh:  # np.save would add .npy
+        np.save(fh, np.ascontiguousarray(signals.data, dtype=dtype), allow_pickle=False)
     return signals.shape[1]
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from oddpipe import continuous
 from oddpipe.errors import OddpipeError
-from oddpipe.io import new_file
+from oddpipe.io import naming_write_errors, new_file
 from oddpipe.parallel import SERIAL, Runner, in_process, map_recordings
 from oddpipe.params import Filter
 
@@ -158,12 +158,14 @@ def epoch_recording(source: Continuous, recording: str, events: pd.DataFrame,
         gaps, events["sample"].to_numpy()[inside], params, raw.info["sfreq"])
     if not finite.all():
         data, table = data[finite], table[finite].reset_index(drop=True)
-    counts = (recording, None, table, int((~inside).sum()), int((~finite).sum()), moments)
+    result = RecordingEpochs(recording, None, table, int((~inside).sum()),
+                             int((~finite).sum()), moments)
     if parts_dir is None:
-        return RecordingEpochs(*counts, epochs=data)
-    part = parts_dir / f"{recording}.npy"
-    np.save(new_file(part), data)
-    return RecordingEpochs(recording, part, *counts[2:])
+        result.epochs = data
+    else:
+        result.part = parts_dir / f"{recording}.npy"
+        np.save(new_file(result.part), data)
+    return result
 
 
 def cut_epochs(data: np.ndarray, samples: np.ndarray, sfreq: float,
@@ -218,7 +220,9 @@ class SplitFiles:
         for split in SPLITS:
             sel = splits == split
             if sel.any():
-                write(self.file(split), np.ascontiguousarray(data[sel], dtype=np.float32))
+                fh = self.file(split)
+                with naming_write_errors(fh.name):
+                    fh.write(np.ascontiguousarray(data[sel], dtype=np.float32).tobytes())
                 self.counts[split] += int(sel.sum())
                 self.masks[split].append(np.broadcast_to(mask, (int(sel.sum()), len(mask))))
                 self.tables[split].append(rec.table[sel])
@@ -244,15 +248,16 @@ class SplitFiles:
         for split in SPLITS:
             self.file(split)
             fh, data_start = self.files.pop(split)
-            with fh:
+            with naming_write_errors(fh.name), fh:  # closing flushes the last rows
                 fh.seek(0)
                 np.lib.format.write_array_header_1_0(fh, self.header(self.counts[split]))
                 if fh.tell() != data_start:  # numpy's padding is what makes this safe
                     raise RuntimeError(f"the {split}_X.npy header changed length")
             masks = self.masks[split]
-            with open(new_file(self.out_dir / f"{split}_mask.npy"), "wb") as mask_file:
-                write(mask_file, np.concatenate(masks) if masks
-                      else np.zeros((0, self.n_channels), bool), header=True)
+            path = self.out_dir / f"{split}_mask.npy"
+            with naming_write_errors(path):
+                np.save(new_file(path), np.ascontiguousarray(np.concatenate(masks)) if masks
+                        else np.zeros((0, self.n_channels), bool))
             tables[split] = (pd.concat(self.tables[split], ignore_index=True)
                              if self.tables[split] else pd.DataFrame(columns=EPOCH_COLUMNS))
         return tables
@@ -265,19 +270,6 @@ class SplitFiles:
         for split in SPLITS:
             for name in (f"{split}_X.npy", f"{split}_mask.npy"):
                 (self.out_dir / name).unlink(missing_ok=True)
-
-
-def write(fh: BinaryIO, data: np.ndarray, header: bool = False) -> None:
-    """Raw rows (or, with header, a whole .npy) into an open file; a failed write names it
-    (numpy's "not enough free space" carries no file name)."""
-    try:
-        if header:
-            np.save(fh, np.ascontiguousarray(data), allow_pickle=False)
-        else:
-            fh.write(data.tobytes())
-    except OSError as exc:
-        raise OddpipeError(f"cannot write {fh.name} ({exc.strerror or exc}); check that its "
-                           "disk has space and the folder is writable") from None
 
 
 def drop_mask(channels: list[str], decision: dict) -> np.ndarray:
@@ -305,8 +297,7 @@ def run_filter(recordings: pd.DataFrame, events: pd.DataFrame, decisions: dict[s
     splits = SplitFiles(out_dir, len(channels))
     try:
         parts = [splits.add(p, masks[p.recording]) for p in epoch_all(jobs, params, out_dir, runner)]
-        done = [p for p in parts if p.moments is not None]
-        if not done:
+        if splits.n_times is None:
             raise OddpipeError("no event survived epoching (windows run past the recording "
                                "ends?); check filter.tmin / filter.tmax")
         tables = splits.close()
@@ -315,6 +306,7 @@ def run_filter(recordings: pd.DataFrame, events: pd.DataFrame, decisions: dict[s
         raise
     shutil.rmtree(out_dir / "parts", ignore_errors=True)  # emptied by splits.add
     check_splits(tables, sorted(set(recordings["recording"]) - set(keep["recording"])))
+    done = [p for p in parts if p.moments is not None]  # the recordings with epochs
     n_times = splits.n_times
     sfreq = float(keep["sfreq"].iloc[0]) / params.decim
     info = {"channels": channels, "sfreq": sfreq, "tmin": params.tmin, "n_times": int(n_times),

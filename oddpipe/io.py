@@ -37,6 +37,18 @@ def new_file(path: Path) -> Path:
 
 
 @contextmanager
+def naming_write_errors(path: Path | str) -> Iterator[None]:
+    """A failed write names its file and the likely fix (numpy's "not enough free space"
+    carries no errno nor file name)."""
+    try:
+        yield
+    except OSError as exc:
+        raise OddpipeError(f"cannot write {path} ({exc.strerror or exc}); check that "
+                           f"{Path(path).parent} still exists, is writable and its disk "
+                           "has space") from None
+
+
+@contextmanager
 def replacing(path: Path, tmp: Path) -> Iterator[None]:
     """Write tmp in the block, then rename it to path; on any failure (a full disk, Ctrl-C)
     tmp is removed and path left as it was."""

@@ -235,8 +235,6 @@ def test_split_files_equal_numpy_save_of_the_concatenation(tmp_path):
 
 
 def test_split_files_refuse_recordings_of_another_length_and_name_a_full_disk(tmp_path):
-    from oddpipe.filtering import write
-
     table = pd.DataFrame({"event_id": [1, 2], "recording": "a", "subject": "01", "y": [0, 1],
                           "split": ["train", "val"]})
     files = SplitFiles(tmp_path, 2)
@@ -249,7 +247,9 @@ def test_split_files_refuse_recordings_of_another_length_and_name_a_full_disk(tm
         files.add(other, np.zeros(2, bool))
     files.discard()
     assert list(tmp_path.iterdir()) == []
-    if Path("/dev/full").exists():
+    if Path("/dev/full").exists():  # a full disk
         with open("/dev/full", "wb") as full, pytest.raises(OddpipeError,
                                                             match="cannot write /dev/full"):
-            write(full, np.zeros(1 << 20, np.float32))
+            SplitFiles(tmp_path, 2, files={"train": (full, 0)}, n_times=5000).add(
+                RecordingEpochs("a", None, table, 0, 0, {}, np.zeros((2, 2, 5000), np.float32)),
+                np.zeros(2, bool))  # 40 kB: more than the file's buffer
